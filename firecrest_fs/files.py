@@ -1,0 +1,195 @@
+"""File data: the private spool, whole-file downloads and uploads of small files.
+
+Each remote file that is open, or was read recently, has one `FileData`: a local file in
+the mount's private spool folder that holds its whole content, shared by every open handle
+of the inode. Reads and writes go to that local file. Dirty content is uploaded by `flush`
+(each close) and `fsync`, and their errors reach the program there.
+
+Concurrency contract (one trio thread):
+
+- `FileData.lock` is held while the local copy is filled (download), uploaded or truncated,
+  so a reader never sees a half-downloaded copy and two uploads of one file never overlap.
+  Plain reads and writes do not take it: `os.pread`/`os.pwrite` on the spool file are
+  complete as soon as they return.
+- `generation` counts local writes. An upload marks the data clean only if no write
+  happened while it was in flight; otherwise the data stays dirty for the next flush.
+- Clean data of closed files stays cached (LRU, `cache_bytes` in all) while the remote file
+  is unchanged: same size and mtime, and when the attributes are older than the TTL, the
+  same `ops/stat` ctime and inode too.
+- The spool is removed at unmount. NOTE: dirty data of a killed daemon is not recovered yet.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import trio
+
+from . import names
+from .client import FirecrestClient, RemoteStat
+from .errors import FsError
+from .transfers import Member, extract_members, upload_keeps_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Version:
+    """What identifies one state of a remote file's content."""
+
+    size: int
+    mtime: int
+    ctime: int | None = None
+    remote_ino: int | None = None
+
+    @classmethod
+    def of(cls, result: RemoteStat) -> Version:
+        return cls(result.size, result.mtime, result.ctime, result.ino)
+
+
+class FileData:
+    """The local copy of one remote file's content, shared by all handles of its inode."""
+
+    def __init__(self, store: FileStore, ino: int):
+        self.store = store
+        self.ino = ino
+        self.path = os.path.join(store.directory, str(ino))
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.lock = trio.Lock()
+        self.loaded = False  # whether the local file holds the content
+        self.version: Version | None = None  # remote state that the local copy matches
+        self.dirty = False
+        self.generation = 0
+        self.open_count = 0
+        self.local_mtime: float | None = None
+
+    @property
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def can_drop(self) -> bool:
+        return self.open_count == 0 and not self.dirty
+
+    def discard(self) -> None:
+        self.store.forget(self)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def write(self, offset: int, data: bytes) -> int:
+        written = os.pwrite(self.fd, data, offset)
+        self.mark_dirty()
+        return written
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        self.loaded = True
+        self.mark_dirty()
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
+        self.generation += 1
+        self.local_mtime = time.time()
+
+    def replace(self, content: bytes, version: Version) -> None:
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, content, 0)
+        self.loaded = True
+        self.version = version
+        self.dirty = False
+
+    def content(self) -> bytes:
+        return os.pread(self.fd, self.size, 0)
+
+
+class FileStore:
+    """The private spool folder and the LRU of cached clean contents."""
+
+    def __init__(self, parent: str | None = None, cache_bytes: int = 512 << 20):
+        self.directory = tempfile.mkdtemp(prefix="firecrest-fs-spool-", dir=parent)
+        os.chmod(self.directory, 0o700)
+        self.cache_bytes = cache_bytes
+        self._idle: OrderedDict[int, FileData] = OrderedDict()  # closed, clean, by id()
+
+    def new(self, ino: int) -> FileData:
+        return FileData(self, ino)
+
+    def opened(self, data: FileData) -> None:
+        data.open_count += 1
+        self._idle.pop(id(data), None)
+
+    def closed(self, data: FileData, evict: callable) -> None:
+        """Put clean data of a closed file in the LRU; `evict(data)` drops what falls out."""
+        data.open_count -= 1
+        if not data.can_drop():
+            return
+        self._idle[id(data)] = data
+        self._idle.move_to_end(id(data))
+        total = sum(item.size for item in self._idle.values())
+        while total > self.cache_bytes and len(self._idle) > 1:
+            _, oldest = self._idle.popitem(last=False)
+            total -= oldest.size
+            evict(oldest)
+
+    def forget(self, data: FileData) -> None:
+        self._idle.pop(id(data), None)
+
+    def dirty_paths(self) -> list[str]:
+        return [item.path for item in self._idle.values() if item.dirty]
+
+    def remove(self, keep: bool) -> None:
+        """Delete the spool folder, or keep it (and say where) when it holds unsaved data."""
+        if keep:
+            log.error("unsaved file data was kept in %s", self.directory)
+            return
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def fill(client: FirecrestClient, data: FileData, path: bytes, max_download: int) -> RemoteStat:
+    """Download a remote file into `data`, or raise EFBIG when it is above the direct limit."""
+    result = await client.stat(path)
+    if result.size > max_download:
+        raise FsError(
+            errno.EFBIG,
+            f"{path!r} is {result.size} bytes, above the {max_download}-byte limit of direct downloads",
+        )
+    # Stat first: if the file changes between the two calls, the recorded version is older
+    # than the content and the next open downloads again, which is safe.
+    content = await client.download(path) if result.size else b""
+    data.replace(content, Version.of(result))
+    return result
+
+
+async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int, max_upload: int) -> RemoteStat:
+    """Upload the whole local copy to `path` and return the remote file's new state."""
+    generation = data.generation
+    content = data.content()
+    if len(content) > max_upload:
+        raise FsError(errno.EFBIG, f"{path!r}: {len(content)} bytes is above the {max_upload}-byte upload limit")
+    directory, name = names.split(path)
+    if content and upload_keeps_name(name):
+        await client.upload(directory, name, content)
+    else:
+        # Empty files and names that ops/upload would change go through an archive.
+        mtime = data.local_mtime or time.time()
+        await extract_members(client, directory, [Member(name, mode, mtime, content)])
+    result = await client.stat(path)
+    if data.generation == generation:
+        data.dirty = False
+        data.version = Version.of(result)
+    log.debug("uploaded %d bytes to %r", len(content), path)
+    return result

@@ -1,0 +1,92 @@
+"""Creating remote entries through one tar archive and `ops/extract`.
+
+`ops/upload` cannot create an empty file (the server answers 408 after its command
+timeout), changes some names on the way (quotes, control characters, backslashes), and
+cannot set a mode or a time. An archive carries all of that: the mount uploads an
+uncompressed tar under a hidden internal name into the target directory, extracts it there
+and removes it, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import time
+import uuid
+from dataclasses import dataclass
+
+import trio
+
+from . import names
+from .cache import INTERNAL_PREFIX
+from .client import FirecrestClient
+from .errors import FirecrestError
+
+log = logging.getLogger(__name__)
+
+# Bytes a name must not contain to travel unchanged in the multipart `filename` of
+# `ops/upload`: httpx percent-encodes quotes and control characters, and the server's
+# multipart parser drops everything up to a backslash.
+_UNSAFE_UPLOAD_BYTES = frozenset(b'"\\%') | frozenset(range(0x20)) | {0x7F}
+
+
+def upload_keeps_name(name: bytes) -> bool:
+    """Return whether `ops/upload` would create exactly this name."""
+    if any(byte in _UNSAFE_UPLOAD_BYTES for byte in name):
+        return False
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry to create: a regular file (with `data`) or a symlink (with `target`)."""
+
+    name: bytes
+    mode: int = 0o644
+    mtime: float | None = None
+    data: bytes = b""
+    target: bytes | None = None
+
+
+def build_archive(members: list[Member]) -> bytes:
+    """Return an uncompressed tar holding `members` with their modes and times."""
+    buffer = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as archive:
+        for member in members:
+            info = tarfile.TarInfo(member.name.decode("utf-8", "surrogateescape"))
+            info.mode = member.mode & 0o7777
+            info.mtime = int(member.mtime if member.mtime is not None else now)
+            if member.target is not None:
+                info.type = tarfile.SYMTYPE
+                info.linkname = member.target.decode("utf-8", "surrogateescape")
+                archive.addfile(info)
+            else:
+                info.size = len(member.data)
+                archive.addfile(info, io.BytesIO(member.data))
+    return buffer.getvalue()
+
+
+async def extract_members(client: FirecrestClient, directory: bytes, members: list[Member]) -> None:
+    """Create `members` in the remote `directory` with one upload, one extract, one rm."""
+    for member in members:
+        names.to_wire(member.name)  # rejects names the server cannot carry, before any request
+    archive = build_archive(members)
+    archive_name = INTERNAL_PREFIX + uuid.uuid4().hex.encode() + b".tar"
+    archive_path = names.join(directory, archive_name)
+    await client.upload(directory, archive_name, archive)
+    try:
+        await client.extract(archive_path, directory)
+    finally:
+        # Shielded, so a cancelled caller still removes the archive.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + client.timeouts.deadline):
+            try:
+                await client.rm(archive_path)
+            except FirecrestError as exc:
+                log.error("could not remove the internal archive %r: %s", archive_path, exc)
