@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -66,9 +67,12 @@ class FileData:
         self.loaded = False  # whether the local file holds the content
         self.version: Version | None = None  # remote state that the local copy matches
         self.dirty = False
+        # Why the content must not be uploaded: a write passed the upload limit.
+        self.rejected: str | None = None
         self.generation = 0
         self.open_count = 0
         self.local_mtime: float | None = None
+        self.cached_size = 0  # size counted in the store's LRU
 
     @property
     def size(self) -> int:
@@ -105,6 +109,13 @@ class FileData:
         self.generation += 1
         self.local_mtime = time.time()
 
+    def drop_changes(self) -> None:
+        """Forget local changes, so the next open reads the remote file again."""
+        self.dirty = False
+        self.rejected = None
+        self.loaded = False
+        self.version = None
+
     def replace(self, content: bytes, version: Version) -> None:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, content, 0)
@@ -124,32 +135,32 @@ class FileStore:
         os.chmod(self.directory, 0o700)
         self.cache_bytes = cache_bytes
         self._idle: OrderedDict[int, FileData] = OrderedDict()  # closed, clean, by id()
+        self._idle_bytes = 0
 
     def new(self, ino: int) -> FileData:
         return FileData(self, ino)
 
     def opened(self, data: FileData) -> None:
         data.open_count += 1
-        self._idle.pop(id(data), None)
+        self.forget(data)
 
-    def closed(self, data: FileData, evict: callable) -> None:
+    def closed(self, data: FileData, evict: Callable[[FileData], None]) -> None:
         """Put clean data of a closed file in the LRU; `evict(data)` drops what falls out."""
         data.open_count -= 1
         if not data.can_drop():
             return
+        self.forget(data)
+        data.cached_size = data.size if data.loaded else 0
         self._idle[id(data)] = data
-        self._idle.move_to_end(id(data))
-        total = sum(item.size for item in self._idle.values())
-        while total > self.cache_bytes and len(self._idle) > 1:
+        self._idle_bytes += data.cached_size
+        while self._idle_bytes > self.cache_bytes and len(self._idle) > 1:
             _, oldest = self._idle.popitem(last=False)
-            total -= oldest.size
+            self._idle_bytes -= oldest.cached_size
             evict(oldest)
 
     def forget(self, data: FileData) -> None:
-        self._idle.pop(id(data), None)
-
-    def dirty_paths(self) -> list[str]:
-        return [item.path for item in self._idle.values() if item.dirty]
+        if self._idle.pop(id(data), None) is not None:
+            self._idle_bytes -= data.cached_size
 
     def remove(self, keep: bool) -> None:
         """Delete the spool folder, or keep it (and say where) when it holds unsaved data."""

@@ -24,8 +24,8 @@ from . import names
 from .auth import token_source_from_env
 from .client import FirecrestClient, Timeouts
 from .errors import ConfigurationError, FirecrestError
-from .inodes import attr_from_stat, listing_time_to_epoch
-from .operations import UTC_OFFSET_STEP, MountOptions, Operations
+from .inodes import attr_from_stat
+from .operations import MountOptions, Operations
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,6 @@ class Source:
         return f"{self.system}:{self.path.decode(errors='replace')}" if self.path else self.system
 
 
-async def _learn_utc_offset(client: FirecrestClient, root: bytes) -> int | None:
-    """Compare one listed time with `ops/stat` to learn the server's UTC offset in seconds."""
-    entries = await client.ls(root)
-    if not entries:
-        return None
-    entry = entries[0]
-    result = await client.stat(names.join(root, entry.name))
-    listed_as_utc = listing_time_to_epoch(entry.last_modified, 0)
-    return round((listed_as_utc - result.mtime) / UTC_OFFSET_STEP) * UTC_OFFSET_STEP
-
-
 async def prepare(client: FirecrestClient, source: Source, options: MountOptions) -> Operations:
     """Check the source against the server and build the operations for it."""
     info = await client.system_info()
@@ -79,12 +68,13 @@ async def prepare(client: FirecrestClient, source: Source, options: MountOptions
     result = await client.stat(root)
     if not stat.S_ISDIR(result.mode):
         raise ConfigurationError(f"{root.decode(errors='replace')} on {source.system} is not a directory")
-    utc_offset = await _learn_utc_offset(client, root)
     log.info(
         "mounting %s:%s as user %s (limits: %d bytes per upload, %d per download)",
         source.system, root.decode(errors="replace"), user.name, info.max_ops_file_size, info.max_download_size,
     )
-    return Operations(client, root, info, user, attr_from_stat(result), options, utc_offset)
+    operations = Operations(client, root, info, user, attr_from_stat(result), options)
+    await operations.start()
+    return operations
 
 
 async def run(

@@ -90,14 +90,14 @@ class Operations(pyfuse3.Operations):
         user: UserInfo,
         root_attr: Attr,
         options: MountOptions,
-        utc_offset: int | None,
     ):
         super().__init__()
         self.client = client
         self.info = info
         self.user = user
         self.options = options
-        self.utc_offset = utc_offset
+        # The server's UTC offset in seconds, learned from the first non-empty listing.
+        self.utc_offset: int | None = None
         self.inodes = InodeTable(root, root_attr)
         self.listings = ListingCache(client, options.dir_cache_ttl, self._listed_attr)
         self.store = FileStore(cache_bytes=options.cache_bytes)
@@ -141,18 +141,24 @@ class Operations(pyfuse3.Operations):
         entry.st_ctime_ns = int(max(attr.ctime, mtime) * 1e9)
         return entry
 
+    async def start(self) -> None:
+        """List the root, which also learns the server's UTC offset when the root has entries."""
+        await self._listing(self.inodes.root.path)
+
     async def _learn_utc_offset(self, directory: bytes, entries: dict[bytes, Attr]) -> None:
         """Learn the server's UTC offset from one entry: its listed time against `ops/stat`."""
-        if self.utc_offset is not None or not entries:
-            return
         name = next(iter(entries))
-        result = await self.client.stat(names.join(directory, name))
+        try:
+            result = await self.client.stat(names.join(directory, name))
+        except FirecrestError as exc:
+            log.debug("could not learn the UTC offset from %r: %s", name, exc)
+            return
         listed_as_utc = entries[name].mtime  # converted with offset 0
         offset = round((listed_as_utc - result.mtime) / UTC_OFFSET_STEP) * UTC_OFFSET_STEP
         self.utc_offset = offset
-        log.info("the server's clock is UTC%+.2g h", offset / 3600)
+        log.info("the server's clock is %+.2f h from UTC", offset / 3600)
         if offset:
-            self.listings.forget(self.inodes.root.path)
+            self.listings.forget(b"/")  # listed with offset 0
 
     async def _listing(self, directory: bytes, *, refresh: bool = False) -> dict[bytes, Attr]:
         listing = await self.listings.get(directory, refresh=refresh)
@@ -317,6 +323,8 @@ class Operations(pyfuse3.Operations):
 
     async def _upload(self, node: Node, data: FileData) -> None:
         async with data.lock:
+            if data.rejected is not None:
+                raise FsError(errno.EFBIG, data.rejected)
             if not data.dirty:
                 return
             if node.path is None:
@@ -364,11 +372,13 @@ class Operations(pyfuse3.Operations):
                 off = data.size
             limit = self.info.max_ops_file_size
             if off + len(buf) > limit:
-                raise FsError(
-                    errno.EFBIG,
+                # Uploading the part that fit would replace the remote file with a truncated
+                # copy, so the whole content is held back and close reports EFBIG too.
+                data.rejected = (
                     f"{handle.node.path!r}: writing up to byte {off + len(buf)} would pass the "
-                    f"{limit}-byte limit of direct uploads",
+                    f"{limit}-byte limit of direct uploads"
                 )
+                raise FsError(errno.EFBIG, data.rejected)
             return data.write(off, buf)
 
     async def flush(self, fh):
@@ -382,12 +392,22 @@ class Operations(pyfuse3.Operations):
             await self._upload(node, node.data)
 
     async def release(self, fh):
+        # The kernel ignores errors of release, so nothing is raised here.
         handle = self._handles.pop(fh, None)
         if handle is None:
             return
+        try:
+            await self._release(handle)
+        except Exception:
+            log.exception("release of %r failed", handle.node.path)
+
+    async def _release(self, handle: _Handle) -> None:
         node = handle.node
         data = node.data
-        if data.dirty and data.open_count == 1:
+        if data.rejected is not None and data.open_count == 1:
+            log.error("%s; the file was not uploaded and the cluster keeps its previous content", data.rejected)
+            data.drop_changes()
+        elif data.dirty and data.open_count == 1:
             try:
                 await self._upload(node, data)
             except (FsError, FirecrestError, OSError) as exc:
@@ -403,6 +423,20 @@ class Operations(pyfuse3.Operations):
             parent = self.inodes.get(parent_inode)
             path = self._child_path(parent, name)
             names.to_wire(path)
+            # The kernel calls create after a negative lookup, which may come from a listing
+            # up to a TTL old: a file made on the cluster since then must not be clobbered.
+            existing = await self._stat_if_exists(path)
+            if existing is not None:
+                if flags & os.O_EXCL:
+                    raise FsError(errno.EEXIST, f"{path!r} exists")
+                node = self._record(path, attr_from_stat(existing))
+                self.inodes.remember(node)
+                try:
+                    info = await self.open(node.ino, flags & ~os.O_CREAT, ctx)
+                except BaseException:
+                    self.inodes.forget(node.ino, 1)
+                    raise
+                return info, self._entry(node)
             await extract_members(self.client, self._path(parent), [Member(name, mode & 0o7777, time.time())])
             result = await self.client.stat(path)
             node = self._record(path, attr_from_stat(result))
@@ -413,6 +447,12 @@ class Operations(pyfuse3.Operations):
             self._handles[handle] = _Handle(node, flags)
             self.inodes.remember(node)
             return pyfuse3.FileInfo(fh=handle), self._entry(node)
+
+    async def _stat_if_exists(self, path: bytes):
+        try:
+            return await self.client.stat(path)
+        except NotFoundError:
+            return None
 
     async def _truncate(self, node: Node, size: int) -> None:
         limit = self.info.max_ops_file_size

@@ -158,11 +158,18 @@ async def serve(arguments: argparse.Namespace, config: ServerConfig, host: str) 
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{url_host}:{port}"
 
+    def remove_ready_file() -> None:
+        if arguments.ready_file and os.path.exists(arguments.ready_file):
+            os.unlink(arguments.ready_file)
+
     state = build_state(config, url)
     uvicorn_config = uvicorn.Config(
-        create_app(state),
+        # The ready file is removed during the app's shutdown because uvicorn
+        # re-raises SIGTERM once serve() ends, so no code after it runs.
+        create_app(state, on_stop=remove_ready_file),
         log_config=None,
         access_log=False,
+        proxy_headers=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
@@ -180,11 +187,7 @@ async def serve(arguments: argparse.Namespace, config: ServerConfig, host: str) 
             arguments.ready_file,
             {"url": url, "token_url": f"{url}/auth/token", "system": config.system, "pid": os.getpid()},
         )
-    try:
-        await serving
-    finally:
-        if arguments.ready_file and os.path.exists(arguments.ready_file):
-            os.unlink(arguments.ready_file)
+    await serving
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -199,8 +199,11 @@ class MetaHeadersMiddleware:
 # -- The application ---------------------------------------------------------------
 
 
-def create_app(state: ServerState) -> ASGIApp:
-    """Build the ASGI app: FastAPI with every route, inside the header and knobs middleware."""
+def create_app(state: ServerState, on_stop: Callable[[], None] | None = None) -> ASGIApp:
+    """Build the ASGI app: FastAPI with every route, inside the header and knobs middleware.
+
+    `on_stop` runs when the server shuts down, after the jobs were cancelled.
+    """
     # Imported here because the route modules import the dependencies above.
     from firecrest_fs.server import routes_ops, routes_status, routes_transfer
     from firecrest_fs.server.knobs import knobs_router
@@ -210,25 +213,36 @@ def create_app(state: ServerState) -> ASGIApp:
         log.info("serving system %s with file systems %s", state.config.system, state.policy.roots)
         yield
         await state.scheduler.shutdown()
+        if on_stop is not None:
+            on_stop()
         log.info("server stopped")
 
     app = FastAPI(title="FirecREST (firecrest-fs local server)", version=APP_VERSION, lifespan=lifespan)
     app.state.server = state
 
-    app.include_router(
-        token_router(state.issuer, state.config.client_id, state.config.client_secret, state.knobs.token_lifetime)
-    )
-    app.include_router(routes_status.liveness_router)
     authenticated = [Depends(authenticated_user)]
-    app.include_router(routes_status.router, dependencies=authenticated)
-    app.include_router(routes_status.compute_router, dependencies=authenticated)
-    app.include_router(routes_ops.router, dependencies=authenticated)
-    app.include_router(routes_transfer.router, dependencies=authenticated)
-    app.include_router(knobs_router(state.knobs), dependencies=authenticated)
+    public_routers = [
+        token_router(state.issuer, state.config.client_id, state.config.client_secret, state.knobs.token_lifetime),
+        routes_status.liveness_router,
+    ]
+    api_routers = [
+        routes_status.router,
+        routes_status.compute_router,
+        routes_ops.router,
+        routes_transfer.router,
+        knobs_router(state.knobs),
+    ]
+    for router in public_routers:
+        app.include_router(router)
+    for router in api_routers:
+        app.include_router(router, dependencies=authenticated)
+    # Route templates for the counters and fault rules, taken from the routers
+    # themselves because FastAPI's own route list may hold nested router objects.
+    routes = [route for router in public_routers + api_routers for route in router.routes]
 
     app.add_exception_handler(ApiError, _handle_api_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(Exception, _handle_unexpected_error)
 
-    return KnobsMiddleware(MetaHeadersMiddleware(app), state.knobs, app.router.routes)
+    return KnobsMiddleware(MetaHeadersMiddleware(app), state.knobs, routes)
