@@ -200,6 +200,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         command_timeout=args.command_timeout,
         job_queue_delay=args.job_queue_delay,
         job_run_delay=args.job_run_delay,
+        latency=args.latency,
+        timezone=args.timezone,
     )
     with server:
         source = Source(server.system, os.fsencode(root))
@@ -250,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time a transfer job stays PENDING (default 0.5)")
     demo.add_argument("--job-run-delay", type=float, default=0.5, metavar="SEC",
                       help="time a transfer job stays RUNNING before its script runs (default 0.5)")
+    demo.add_argument("--latency", type=float, default=0.0, metavar="SEC",
+                      help="delay the server adds to every request, to feel a remote site (default 0)")
+    demo.add_argument("--timezone", metavar="TZ",
+                      help="the server's time zone, such as Europe/Zurich (default: this machine's)")
     _add_common(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser

@@ -21,10 +21,12 @@ Concurrency contract (one trio thread):
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections import OrderedDict
@@ -199,6 +201,10 @@ async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int
         mtime = data.local_mtime or time.time()
         await extract_members(client, directory, [Member(name, mode, mtime, content)])
     result = await client.stat(path)
+    if result.mode & 0o7777 != mode & 0o7777:
+        # ops/upload gives a new file the server's default mode, not the one it was created with.
+        await client.chmod(path, mode)
+        result = dataclasses.replace(result, mode=stat.S_IFMT(result.mode) | (mode & 0o7777))
     if data.generation == generation:
         data.dirty = False
         data.version = Version.of(result)

@@ -102,6 +102,8 @@ class Operations(pyfuse3.Operations):
         self.listings = ListingCache(client, options.dir_cache_ttl, self._listed_attr)
         self.store = FileStore(cache_bytes=options.cache_bytes)
         self._handles: dict[int, _Handle] = {}
+        # Files created here that the server does not have yet: their first upload creates them.
+        self._unsaved: set[Node] = set()
         self._dir_handles: dict[int, tuple[bytes, list[tuple[bytes, Attr]]]] = {}
         self._next_handle = 1
         self.local_uid = os.getuid()
@@ -161,11 +163,29 @@ class Operations(pyfuse3.Operations):
             self.listings.forget(b"/")  # listed with offset 0
 
     async def _listing(self, directory: bytes, *, refresh: bool = False) -> dict[bytes, Attr]:
+        """Return a directory's entries: the server's listing plus files not uploaded yet."""
         listing = await self.listings.get(directory, refresh=refresh)
         if self.utc_offset is None and listing.entries:
             await self._learn_utc_offset(directory, listing.entries)
             listing = await self.listings.get(directory, refresh=bool(self.utc_offset))
-        return listing.entries
+        unsaved = self._unsaved_in(directory)
+        if not unsaved:
+            return listing.entries
+        return {**listing.entries, **{names.split(node.path)[1]: node.attr for node in unsaved}}
+
+    def _unsaved_in(self, directory: bytes, *, below: bool = False) -> list[Node]:
+        """Return the files not uploaded yet in `directory` (or anywhere below it)."""
+        found = []
+        for node in self._unsaved:
+            if node.path is None:
+                continue
+            if below:
+                inside = names.is_within(node.path, directory)
+            else:
+                inside = names.split(node.path)[0] == directory
+            if inside:
+                found.append(node)
+        return found
 
     async def _lookup_path(self, path: bytes) -> Node:
         """Return the node of `path`, from the parent's listing (fetched if not fresh)."""
@@ -334,6 +354,7 @@ class Operations(pyfuse3.Operations):
                 return
             path = node.path
             result = await upload(self.client, data, path, node.attr.mode, self.info.max_ops_file_size)
+            self._unsaved.discard(node)
             self._record(path, attr_from_stat(result, node.attr.target))
 
     async def open(self, inode, flags, ctx):
@@ -407,6 +428,9 @@ class Operations(pyfuse3.Operations):
         if data.rejected is not None and data.open_count == 1:
             log.error("%s; the file was not uploaded and the cluster keeps its previous content", data.rejected)
             data.drop_changes()
+            if node in self._unsaved and node.path is not None:
+                self._unsaved.discard(node)
+                self._record_removal(node.path)
         elif data.dirty and data.open_count == 1:
             try:
                 await self._upload(node, data)
@@ -425,7 +449,9 @@ class Operations(pyfuse3.Operations):
             names.to_wire(path)
             # The kernel calls create after a negative lookup, which may come from a listing
             # up to a TTL old: a file made on the cluster since then must not be clobbered.
-            existing = await self._stat_if_exists(path)
+            existing = None
+            if self.listings.fresh(self._path(parent)) is None:
+                existing = await self._stat_if_exists(path)
             if existing is not None:
                 if flags & os.O_EXCL:
                     raise FsError(errno.EEXIST, f"{path!r} exists")
@@ -437,11 +463,15 @@ class Operations(pyfuse3.Operations):
                     self.inodes.forget(node.ino, 1)
                     raise
                 return info, self._entry(node)
-            await extract_members(self.client, self._path(parent), [Member(name, mode & 0o7777, time.time())])
-            result = await self.client.stat(path)
-            node = self._record(path, attr_from_stat(result))
+            # The file is created on the server by its first upload (at close or fsync), so a
+            # rename before that stays local and the content travels once, under its final name.
+            now = int(time.time())
+            attr = Attr(mode=stat.S_IFREG | (mode & 0o7777), size=0, mtime=now, ctime=now, atime=now,
+                        uid=self.user.uid, gid=self.user.gid)
+            node = self._record(path, attr)
             data = self._data(node)
-            data.replace(b"", Version.of(result))
+            data.truncate(0)
+            self._unsaved.add(node)
             self.store.opened(data)
             handle = self._new_handle()
             self._handles[handle] = _Handle(node, flags)
@@ -531,7 +561,10 @@ class Operations(pyfuse3.Operations):
             node = await self._lookup_path(path)
             if node.attr.is_dir:
                 raise FsError(errno.EISDIR, f"{path!r} is a directory")
-            await self.client.rm(path)
+            if node in self._unsaved:
+                self._unsaved.discard(node)
+            else:
+                await self.client.rm(path)
             self._record_removal(path)
 
     async def rmdir(self, parent_inode, name, ctx):
@@ -546,6 +579,11 @@ class Operations(pyfuse3.Operations):
             self._record_removal(path)
 
     async def _remove_empty_dir(self, path: bytes, attr: Attr) -> None:
+        if self._unsaved_in(path, below=True):
+            raise FsError(errno.ENOTEMPTY, f"{path!r} contains files that are not uploaded yet")
+        await self._remove_empty_remote_dir(path, attr)
+
+    async def _remove_empty_remote_dir(self, path: bytes, attr: Attr) -> None:
         """Remove a directory only if it is empty, although the server's `ops/rm` is `rm -r`.
 
         The directory loses its write permission while it is listed, so nothing can be
@@ -595,7 +633,9 @@ class Operations(pyfuse3.Operations):
                 if existing.attr.is_dir:
                     await self._remove_empty_dir(target, existing.attr)
                     self._record_removal(target)
-            if not await self._rename_by_archive(node, source, target):
+            if node in self._unsaved:
+                pass  # not on the server yet: its upload will use the new name
+            elif not await self._rename_by_archive(node, source, target):
                 await self._rename_by_job(node, source, target)
             old_directory, old_name = names.split(source)
             self.listings.remove(old_directory, old_name)

@@ -36,10 +36,17 @@ def served(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(tmp_path: Path, served: Path):
+def server(request: pytest.FixtureRequest, tmp_path: Path, served: Path):
+    """The local server over `served`, with the test settings.
+
+    A test changes settings with indirect parametrization, for example
+    `@pytest.mark.parametrize("server", [{"max_ops_file_size": 65536}], indirect=True)`:
+    each dict holds `LocalServer` keyword arguments that replace the test settings.
+    """
     workdir = tmp_path / "work"
     workdir.mkdir()
-    with LocalServer(served, workdir, log_file=str(tmp_path / "server.log"), **TEST_SERVER_SETTINGS) as local:
+    settings = {**TEST_SERVER_SETTINGS, **getattr(request, "param", {})}
+    with LocalServer(served, workdir, log_file=str(tmp_path / "server.log"), **settings) as local:
         yield local
 
 

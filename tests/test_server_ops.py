@@ -6,6 +6,7 @@ Every test checks the state on disk too, not only the answer.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import datetime
 import hashlib
 import io
@@ -174,6 +175,24 @@ def test_command_timeout_is_408(api, area):
     assert response.status_code == 408
     assert error_message(response) == "Remote process failed with exit status:124"
     assert 0.9 < elapsed < 5
+
+
+def test_slow_command_does_not_block_others(api, area):
+    fifo = area / "pipe"
+    os.mkfifo(fifo)
+    (area / "f").write_text("x")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
+        slow = pool.submit(api.get, "filesystem/ops/view", path=str(fifo), size=10)
+        time.sleep(0.2)
+        quick = api.get("filesystem/ops/stat", path=str(area / "f"))
+        quick_done = time.monotonic() - started
+        slow_response = slow.result()
+
+    assert quick.status_code == 200
+    assert quick_done < 0.9
+    assert slow_response.status_code == 408
 
 
 # -- ls ----------------------------------------------------------------------------------
@@ -519,6 +538,15 @@ def test_upload_empty_file_times_out_but_creates(api, area):
     assert 0.9 < elapsed < 5
     assert (area / "empty").exists()
     assert (area / "empty").stat().st_size == 0
+
+
+def test_upload_name_altered_by_multipart_encoding(api, area):
+    # httpx percent-encodes a double quote in the multipart filename, and the
+    # server's multipart parser does not decode it, as on the real server.
+    response = api.upload(area, 'a"b', b"abc")
+
+    assert response.status_code == 204
+    assert os.listdir(area) == ["a%22b"]
 
 
 def test_upload_into_missing_directory_is_404(api, area):
