@@ -634,7 +634,10 @@ class Operations(pyfuse3.Operations):
                     await self._remove_empty_dir(target, existing.attr)
                     self._record_removal(target)
             if node in self._unsaved:
-                pass  # not on the server yet: its upload will use the new name
+                # Not on the server yet, so its upload will use the new name. The file it
+                # replaces goes now, so the server never keeps what rename(2) removed.
+                if existing is not None and not existing.attr.is_dir and existing not in self._unsaved:
+                    await self.client.rm(target)
             elif not await self._rename_by_archive(node, source, target):
                 await self._rename_by_job(node, source, target)
             old_directory, old_name = names.split(source)

@@ -16,7 +16,7 @@ import pytest
 
 from firecrest_fs.server.launch import LocalServer
 
-# Small limits keep the size-boundary tests quick; short delays keep the job tests quick.
+# A small limit keeps the size-boundary tests quick, and short delays keep the job tests quick.
 TEST_MAX_OPS_FILE_SIZE = 4096
 FAST_SETTINGS: dict[str, Any] = dict(
     max_ops_file_size=TEST_MAX_OPS_FILE_SIZE,

@@ -1,7 +1,7 @@
 """The local server never reads or changes anything outside its file systems.
 
 Each test plants a way out (a symlink to a directory outside, `..`, an archive
-member) and checks both the 400 answer and that nothing outside changed.
+member) and checks both the 400 response and that nothing outside changed.
 """
 
 from __future__ import annotations

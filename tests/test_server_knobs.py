@@ -105,7 +105,7 @@ def test_drop_fault_closes_connection(api, api_server, area):
     assert recovered.status_code == 200
 
 
-def test_stall_fault_delays_then_answers(api, api_server, area):
+def test_stall_fault_delays_then_responds(api, api_server, area):
     api_server.set_faults([{"kind": "stall", "seconds": 0.6, "count": 1}])
 
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """The local server's synchronous `ops/` endpoints: happy paths, documented errors and quirks.
 
-Every test checks the state on disk too, not only the answer.
+Every test checks the state on disk too, not only the response.
 """
 
 from __future__ import annotations

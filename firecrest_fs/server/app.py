@@ -46,7 +46,7 @@ class ServerState:
 
 
 def build_state(config: ServerConfig, base_url: str) -> ServerState:
-    """Create the shared state; call it inside the event loop that will serve requests."""
+    """Create the shared state. Call it inside the event loop that will serve requests."""
     knobs = Knobs(config.settings)
     return ServerState(
         config=config,
@@ -138,7 +138,7 @@ def _error_response(
 
 async def _handle_api_error(request: Request, exc: ApiError) -> JSONResponse:
     level = logging.WARNING if exc.status_code >= 500 else logging.DEBUG
-    log.log(level, "%s %s answered %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+    log.log(level, "%s %s failed with %d: %s", request.method, request.url.path, exc.status_code, exc.message)
     return _error_response(
         request, exc.status_code, exc.message, error_type=exc.error_type, data=exc.data, headers=exc.headers
     )

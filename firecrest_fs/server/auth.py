@@ -94,7 +94,7 @@ class TokenIssuer:
             raise ApiError(401, TOKEN_EXPIRES_TOO_SOON)
         username = claims.get(USERNAME_CLAIM)
         if not isinstance(username, str) or not username:
-            # NOTE: the real server answers 400 here; its exact message is not known.
+            # NOTE: the real server responds with 400 here, but its exact message is not known.
             raise ApiError(400, f"The access token has no '{USERNAME_CLAIM}' claim.")
         return username
 

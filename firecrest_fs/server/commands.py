@@ -19,9 +19,9 @@ from firecrest_fs.server.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-# What bash prints for a command line with an unbalanced single quote. The real
+# Bash's error for a command line with an unbalanced single quote. The real
 # server puts paths in single quotes without escaping, so a path containing `'`
-# produces this error; this server answers the same without running anything.
+# produces this error. This server returns the same error without running anything.
 UNMATCHED_QUOTE_MESSAGE = (
     "Remote process failed with exit status:2 and error message:"
     "bash: -c: line 1: unexpected EOF while looking for matching `''"
@@ -31,7 +31,7 @@ OUTPUT_LIMIT_MESSAGE = "Command output exceeded buffer limit."
 ASYNCIO_TIMEOUT_MESSAGE = "Command execution timeout limit exceeded."
 
 # Extra time the asyncio timeout gives a command beyond `timeout N`, so that the
-# `timeout` command normally ends it first (exit 124) and the answer does not
+# `timeout` command normally ends it first (exit 124) and the response does not
 # depend on which of the two fires first.
 ASYNCIO_TIMEOUT_GRACE = 1.0
 
@@ -42,7 +42,7 @@ def quote(value: str) -> str:
     """Put a value in single quotes the way the real server does, without escaping.
 
     Raises ApiError 500 with bash's message when the value contains `'`, the
-    answer the real server gives after the shell failed to parse its command.
+    response of the real server after the shell failed to parse its command.
     Nothing runs in that case, so the quote cannot be used to inject commands.
     """
     if "'" in value:
@@ -171,7 +171,7 @@ def _kill_group(process: asyncio.subprocess.Process) -> None:
 
 
 def raise_for_result(result: CommandResult) -> None:
-    """Raise the ApiError the real server gives for a failed command; return if it succeeded.
+    """Raise the real server's ApiError for a failed command, and return if it succeeded.
 
     The exit status 124 of `timeout` is checked first. Then substrings of stderr
     choose the status: "No such file or directory" 404, "Permission denied" and

@@ -75,7 +75,7 @@ class ServerConfig:
 
 
 def current_username() -> str:
-    """Return the name of the user running the server; that user is the API user."""
+    """Return the name of the user running the server, who is also the API user."""
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:

@@ -6,7 +6,7 @@ from typing import Any
 
 
 class ApiError(Exception):
-    """An error answer: HTTP status, message and optional body data and headers.
+    """An error response: HTTP status, message and optional body data and headers.
 
     The app turns it into the body every FirecREST error has:
     `{"errorType", "message", "causedBy", "data", "user"}`.

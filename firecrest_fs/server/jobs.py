@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 # The PATH the real server sets for transfer jobs.
 JOB_PATH = "/bin:/usr/bin/:/usr/local/bin/"
 
-# Finished jobs kept for `GET /compute/.../jobs`; the oldest are forgotten first.
+# Maximum number of jobs kept for `GET /compute/.../jobs`. The oldest finished jobs
+# are forgotten first.
 MAX_KEPT_JOBS = 10_000
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 
-# A check run when the job starts, before its script; it raises ApiError to stop the job.
+# A check run when the job starts, before its script. It raises ApiError to stop the job.
 PreCheck = Callable[[], None]
 
 
@@ -121,7 +122,7 @@ class Scheduler:
         self._script_directory = tempfile.mkdtemp(prefix="firecrest-fs-local-jobs-")
 
     def submit(self, name: str, script: str, account: str | None, pre_check: PreCheck | None = None) -> Job:
-        """Queue a job script and return its record; the job starts after the queue delay."""
+        """Queue a job script and return its record. The job starts after the queue delay."""
         unique_id = uuid.uuid4()
         directory = self._config.job_directory
         job = Job(
@@ -150,11 +151,11 @@ class Scheduler:
         return list(self._jobs.values())
 
     def cancel(self, job_id: str) -> None:
-        """Cancel a job like `scancel`; raise ApiError 500 with scancel's error when it cannot be."""
+        """Cancel a job like `scancel`, or raise ApiError 500 with scancel's error when it cannot be cancelled."""
         job = self._jobs.get(job_id)
         if job is None:
-            # NOTE: the answer of the real server for an unknown id is not documented;
-            # this is what scancel prints for one.
+            # NOTE: the real server's response for an unknown id is not documented.
+            # This is what scancel prints for one.
             raise ApiError(500, f"scancel: error: Kill job error on job id {job_id}: Invalid job id specified")
         if job.finished:
             raise ApiError(
@@ -205,10 +206,10 @@ class Scheduler:
     async def _run_script(self, job: Job) -> int:
         if job.pre_check is not None:
             try:
-                job.pre_check()
+                await asyncio.to_thread(job.pre_check)
             except ApiError as exc:
-                # A job script that finds a problem reports it in the error log; the
-                # transfer job scripts still exit 0 after a failure, and so does this.
+                # Reported like a failing transfer script: a line in the error log,
+                # no success line, and exit code 0.
                 _append(job.output_log, "")
                 _append(job.error_log, f"{time.strftime('%c')} Job refused before start: {exc.message}\n")
                 return 0

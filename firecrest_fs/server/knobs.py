@@ -1,7 +1,7 @@
 """Test knobs: request counters, injected faults, added latency and runtime settings.
 
 Everything here is outside the FirecREST API. The knobs are reached under
-`/_local/` with the same Bearer token as the API; requests to `/_local/` are
+`/_local/` with the same Bearer token as the API. Requests to `/_local/` are
 never counted, delayed or faulted.
 """
 
@@ -27,7 +27,7 @@ from firecrest_fs.server.errors import error_body
 log = logging.getLogger(__name__)
 
 KNOBS_PREFIX = "/_local/"
-INJECTED_FAULT_MESSAGE = "Injected fault: the local server's test knobs answered this request."
+INJECTED_FAULT_MESSAGE = "Injected fault: the local server's test knobs responded to this request."
 
 # How long a dropped connection waits for the server to notice the disconnect.
 DROP_WAIT_SECONDS = 1.0
@@ -37,8 +37,8 @@ class FaultRule(BaseModel):
     """One injected fault, as `PUT /_local/faults` takes it.
 
     Kinds:
-    - `status`: answer `status` (with `Retry-After: retry_after` when set) instead of the request;
-    - `drop`: close the connection without an answer;
+    - `status`: respond with `status` (and `Retry-After: retry_after` when set) instead of handling the request;
+    - `drop`: close the connection without a response;
     - `stall`: wait `seconds`, then handle the request normally;
     - `job_fail`: the next matching transfer jobs end FAILED with exit code 1 and do nothing;
     - `token_expiry`: tokens issued by `/auth/token` expire after `seconds`.
@@ -60,7 +60,7 @@ class FaultRule(BaseModel):
 
 
 class SettingsUpdate(BaseModel):
-    """Fields of `PUT /_local/settings`; missing fields keep their value. Times in seconds."""
+    """Fields of `PUT /_local/settings`. Missing fields keep their value. Times are in seconds."""
 
     latency: float | None = Field(default=None, ge=0)
     command_timeout: float | None = Field(default=None, gt=0)
@@ -209,13 +209,13 @@ async def _drop_connection(receive: Receive, send: Send) -> None:
     """Close the client's connection without sending a byte.
 
     ASGI has no message for this, so the transport is taken from uvicorn's
-    request cycle, the object whose bound method `send` is. This works only
+    request cycle object, to which `send` is bound. This works only
     while this middleware is the outermost app, which `create_app` ensures.
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None:
-        # NOTE: without uvicorn's transport the best fallback is a response that
+        # Without uvicorn's transport, the closest fallback is a response that
         # announces a body and ends the connection before sending it.
         await send({
             "type": "http.response.start",

@@ -55,9 +55,9 @@ class LocalServer:
     """A local FirecREST server process over `root` and `workdir`.
 
     Times are in seconds and sizes in bytes. `log_file` receives the server's log
-    (its stderr); without it the log goes to a temporary file that is shown in
-    the error when the server fails to start. `extra_args` are appended to the
-    server's command line.
+    (its stdout and stderr). Without it, the log goes to a temporary file, which
+    the error shows when the server fails to start. `extra_args` are appended to
+    the server's command line.
     """
 
     def __init__(
@@ -165,12 +165,11 @@ class LocalServer:
 
         deadline = time.monotonic() + timeout
         while not os.path.exists(ready_file):
-            if self._process.poll() is not None:
+            status = self._process.poll()
+            if status is not None:
                 output = self._read_log()
                 self._cleanup()
-                raise LocalServerError(
-                    f"the local server exited with status {self._process.returncode} before it was ready:\n{output}"
-                )
+                raise LocalServerError(f"the local server exited with status {status} before it was ready:\n{output}")
             if time.monotonic() > deadline:
                 output = self._read_log()
                 self.stop()
@@ -194,7 +193,7 @@ class LocalServer:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("local server pid %d did not stop within %s s; killing it", process.pid, timeout)
+                log.warning("local server pid %d did not stop within %s s, so it is killed", process.pid, timeout)
                 process.kill()
                 process.wait()
         if process is not None:
@@ -249,8 +248,8 @@ class LocalServer:
         )
         if response.status_code != 200:
             raise LocalServerError(f"token request failed with {response.status_code}: {response.text}")
-        answer = response.json()
-        return answer["access_token"], float(answer["expires_in"])
+        token_response = response.json()
+        return token_response["access_token"], float(token_response["expires_in"])
 
     def auth_headers(self) -> dict[str, str]:
         """Return an Authorization header with a cached token, fetched again before it expires."""
@@ -269,7 +268,7 @@ class LocalServer:
         self._knob("DELETE", "/_local/counters")
 
     def set_faults(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Replace the fault rules; see `firecrest_fs.server.knobs.FaultRule` for the fields."""
+        """Replace the fault rules. `firecrest_fs.server.knobs.FaultRule` describes the fields."""
         return self._knob("PUT", "/_local/faults", json=rules).json()
 
     def clear_faults(self) -> None:
@@ -288,9 +287,9 @@ class LocalServer:
 
     def _client(self) -> httpx.Client:
         if self._http is None:
-            raise LocalServerError("the local server is not started")
+            raise LocalServerError("the local server is not started. Call start() first.")
         return self._http
 
     def _require_started(self) -> None:
         if self.url is None or self._process is None:
-            raise LocalServerError("the local server is not started; call start() first")
+            raise LocalServerError("the local server is not started. Call start() first.")

@@ -1,8 +1,8 @@
 """Parsing `ls -l --quoting-style=c` output into FirecREST File objects.
 
-The real server matches each line with a regular expression, splits the quoted
-name with `shlex` (which undoes `\\\\` and `\\"` but leaves `\\NNN` and `\\n` escapes
-as they are), and skips every line that does not match, device files included.
+The real server matches each line with a regular expression and splits the
+quoted name with `shlex`. That undoes `\\\\` and `\\"` but leaves `\\NNN` and `\\n`
+escapes as they are. Lines that do not match are skipped, device files included.
 This module reproduces that result, quirks included.
 """
 

@@ -128,8 +128,8 @@ class PathPolicy:
     def check_archive(self, archive: str, target: str) -> None:
         """Reject an archive whose extraction into `target` could leave the file systems.
 
-        Members must be plain relative paths without `..`, must not be hard links or
-        device files, and must not have a parent directory that is a symlink, either
+        Members must be plain relative paths without `..`, and neither hard links
+        nor device files. No parent directory of a member may be a symlink, whether
         on disk under `target` or created by an earlier member of the same archive.
         Raises ApiError 400 naming the first offending member.
         """
@@ -178,7 +178,7 @@ def _is_within(path: str, root: str) -> bool:
 
 
 def is_directory(path: str) -> bool:
-    """Return whether `path` is a directory, following symlinks; false when it is missing."""
+    """Return whether `path` is a directory, following symlinks, and false when it is missing."""
     try:
         return stat.S_ISDIR(os.stat(path).st_mode)
     except OSError:

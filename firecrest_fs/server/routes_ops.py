@@ -1,12 +1,13 @@
 """Synchronous filesystem endpoints (`/filesystem/{system_name}/ops/...`).
 
 Each endpoint confines its paths, builds the real server's command line, runs it
-under the command timeout and output limit, and shapes the answer like the real
+under the command timeout and output limit, and shapes the response like the real
 server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import posixpath
@@ -32,7 +33,7 @@ from firecrest_fs.server.models import (
 router = APIRouter(prefix="/filesystem/{system_name}/ops")
 
 # Default `size` of `ops/view`: a fixed 5 MiB in the real server, whatever the
-# configured `max_ops_file_size`, so that view without `size` answers 400 below it.
+# configured `max_ops_file_size`, so that view without `size` fails with 400 below it.
 VIEW_DEFAULT_SIZE = 5 * 1024 * 1024
 
 STAT_FORMAT = "'%f %i %d %h %u %g %s %X %Y %Z'"
@@ -72,7 +73,7 @@ async def get_ls(
     state = _state(request)
     state.policy.confine(path, follow=dereference)
     if dereference:
-        state.policy.check_tree_links(path, recursive=recursive)
+        await asyncio.to_thread(state.policy.check_tree_links, path, recursive=recursive)
     command = ls_command(
         path, show_hidden=show_hidden, numeric_uid=numeric_uid, recursive=recursive, dereference=dereference
     )
@@ -127,7 +128,7 @@ async def get_view(
 
     state.policy.confine(path, follow=True)
     # Two blocks are read so that an offset inside the first block still yields
-    # `size` characters; the slice is taken over decoded characters, not bytes.
+    # `size` characters. The slice is taken over decoded characters, not bytes.
     output = await _run(state, f"dd if={quote(path)} bs={size} skip={offset // size} count=2")
     start = offset % size
     return {"output": output[start : start + size]}
@@ -308,14 +309,15 @@ async def post_symlink(request: Request, checked_path: CheckedPath, body: Symlin
 @router.post("/compress", status_code=204)
 async def post_compress(request: Request, checked_path: CheckedPath, body: CompressRequest) -> Response:
     state = _state(request)
-    await _run(state, compress_command(state, body))
+    command = await asyncio.to_thread(compress_command, state, body)
+    await _run(state, command)
     return Response(status_code=204)
 
 
 @router.post("/extract", status_code=204)
 async def post_extract(request: Request, checked_path: CheckedPath, body: ExtractRequest) -> Response:
     state = _state(request)
-    check_extract(state, body)
+    await asyncio.to_thread(check_extract, state, body)
     await _run(state, extract_command(body))
     return Response(status_code=204)
 
@@ -326,10 +328,12 @@ async def post_extract(request: Request, checked_path: CheckedPath, body: Extrac
 def compress_command(state: ServerState, body: CompressRequest) -> str:
     """Confine a compress request and return its `tar` command line.
 
+    It walks the source tree when `dereference` is set, so async callers run it in a thread.
+
     With `matchPattern`, the real server runs `find` in the parent directory of
     `path` and always uses gzip. NOTE: the real server puts that directory in the
-    command without quotes; this server quotes it, so that no path can inject a
-    command, and a directory with spaces works here where it fails there.
+    command without quotes. This server quotes it so that no path can inject a
+    command, which also makes a directory with spaces work here but not there.
     """
     policy = state.policy
     source_directory = posixpath.dirname(body.path)
@@ -359,7 +363,10 @@ def compress_command(state: ServerState, body: CompressRequest) -> str:
 
 
 def check_extract(state: ServerState, body: ExtractRequest) -> None:
-    """Confine an extract request and check every member of its archive."""
+    """Confine an extract request and check every member of its archive.
+
+    It reads the whole archive, so async callers run it in a thread.
+    """
     policy = state.policy
     policy.check_request_path(body.target_path)
     archive = policy.confine(body.path, follow=True)

@@ -7,6 +7,7 @@ are not implemented.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -59,7 +60,7 @@ async def post_cp(request: Request, system_name: str, checked_path: CheckedPath,
     state = _state(request)
     state.policy.confine(body.path, follow=body.dereference)
     if body.dereference:
-        state.policy.check_tree_links(body.path, recursive=True)
+        await asyncio.to_thread(state.policy.check_tree_links, body.path, recursive=True)
     state.policy.check_request_path(body.target_path)
     state.policy.confine(body.target_path, follow=True)
     script = jobs.copy_script(body.path, body.target_path, body.dereference)
@@ -82,7 +83,7 @@ async def post_compress(
     request: Request, system_name: str, checked_path: CheckedPath, body: TransferCompressRequest
 ) -> dict[str, Any]:
     state = _state(request)
-    script = jobs.compress_script(compress_command(state, body))
+    script = jobs.compress_script(await asyncio.to_thread(compress_command, state, body))
     job = state.scheduler.submit("CompressFiles", script, body.account)
     return _transfer_response(job, system_name)
 
@@ -92,7 +93,7 @@ async def post_extract(
     request: Request, system_name: str, checked_path: CheckedPath, body: TransferExtractRequest
 ) -> dict[str, Any]:
     state = _state(request)
-    check_extract(state, body)
+    await asyncio.to_thread(check_extract, state, body)
     script = jobs.extract_script(extract_command(body))
 
     def check_again_at_start() -> None:
