@@ -172,19 +172,25 @@ class FileStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def fill(client: FirecrestClient, data: FileData, path: bytes, max_download: int) -> RemoteStat:
-    """Download a remote file into `data`, or raise EFBIG when it is above the direct limit."""
-    result = await client.stat(path)
-    if result.size > max_download:
+async def fill(client: FirecrestClient, data: FileData, path: bytes, max_download: int, known: Version) -> Version:
+    """Download a remote file into `data`, or raise EFBIG when it is above the direct limit.
+
+    `known` is the file's state, read before the download from `ops/stat` or from a listing
+    younger than the TTL. Returns the state the local copy is recorded to match.
+    """
+    if known.size > max_download:
         raise FsError(
             errno.EFBIG,
-            f"{path!r} is {result.size} bytes, above the {max_download}-byte limit of direct downloads",
+            f"{path!r} is {known.size} bytes, above the {max_download}-byte limit of direct downloads",
         )
-    # Stat first: if the file changes between the two calls, the recorded version is older
-    # than the content and the next open downloads again, which is safe.
-    content = await client.download(path) if result.size else b""
-    data.replace(content, Version.of(result))
-    return result
+    # The state was read first: if the file changes before the download, the recorded
+    # version is older than the content and the next open downloads again, which is safe.
+    content = await client.download(path) if known.size else b""
+    version = known
+    if len(content) != known.size:
+        version = Version(len(content), known.mtime)  # changed meanwhile; `ctime` None forces a check
+    data.replace(content, version)
+    return version
 
 
 async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int, max_upload: int) -> RemoteStat:

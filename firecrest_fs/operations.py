@@ -204,7 +204,7 @@ class Operations(pyfuse3.Operations):
 
     async def _refresh(self, node: Node) -> None:
         """Make `node.attr` no older than the TTL, with one `ops/stat` if needed."""
-        if node.path is None or time.monotonic() - node.attr_time < self.options.dir_cache_ttl:
+        if node.path is None or self._fresh(node):
             return
         try:
             result = await self.client.stat(node.path)
@@ -317,22 +317,37 @@ class Operations(pyfuse3.Operations):
             self.inodes.release_if_unused(node)
         data.discard()
 
+    def _fresh(self, node: Node) -> bool:
+        return time.monotonic() - node.attr_time < self.options.dir_cache_ttl
+
     async def _unchanged(self, node: Node, data: FileData) -> bool:
         """Return whether the local copy still matches the remote file (see `files`)."""
         version = data.version
         if version is None:
             return False
-        if time.monotonic() - node.attr_time < self.options.dir_cache_ttl:
+        if self._fresh(node):
             return node.attr.size == version.size and node.attr.mtime == version.mtime
         result = await self.client.stat(self._path(node))
         node.set_attr(attr_from_stat(result, node.attr.target))
-        return (result.size, result.mtime, result.ctime, result.ino) == (
-            version.size, version.mtime, version.ctime, version.remote_ino)
+        if (result.size, result.mtime) != (version.size, version.mtime):
+            return False
+        if version.ctime is None:
+            # Recorded from a listing, which has no ctime and inode: take them from now on.
+            data.version = Version.of(result)
+            return True
+        return (result.ctime, result.ino) == (version.ctime, version.remote_ino)
 
     async def _fill(self, node: Node, data: FileData) -> None:
         path = self._path(node)
-        result = await fill(self.client, data, path, self.info.max_download_size)
-        self._record(path, attr_from_stat(result, node.attr.target))
+        if self._fresh(node):
+            known = Version(node.attr.size, node.attr.mtime)
+        else:
+            result = await self.client.stat(path)
+            self._record(path, attr_from_stat(result, node.attr.target))
+            known = Version.of(result)
+        version = await fill(self.client, data, path, self.info.max_download_size, known)
+        if version.size != known.size:
+            self._record(path, node.attr.copy(size=version.size))
 
     async def _load(self, node: Node, data: FileData) -> None:
         """Make the local copy hold the current remote content, downloading it if needed."""
@@ -670,13 +685,10 @@ class Operations(pyfuse3.Operations):
         try:
             async with data.lock:
                 if not data.dirty:
-                    if data.loaded and not await self._unchanged(node, data):
-                        data.loaded = False
-                    if not data.loaded:
-                        current = await self.client.stat(source)
-                        if current.size > self.info.max_download_size:
-                            return False
-                        await self._fill(node, data)
+                    await self._refresh(node)
+                    if node.attr.size > self.info.max_download_size:
+                        return False
+                    await self._load(node, data)
                 # An archive of the content must fit in one upload (headers need < 4 KiB).
                 if data.size + 4096 > self.info.max_ops_file_size:
                     return False
