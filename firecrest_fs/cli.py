@@ -121,7 +121,8 @@ def _setup_logging(debug: bool, log_file: str | None = None, *, syslog: bool = F
 def _daemonize() -> int:
     """Fork into the background; the parent exits when the child reports the mount ready.
 
-    Returns the pipe on which the child reports: b"ok", or an error message.
+    Returns the pipe on which the child reports: b"ok", or an exit status digit and an
+    error message.
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -131,8 +132,11 @@ def _daemonize() -> int:
             message = pipe.read()
         if message == b"ok":
             os._exit(0)
-        sys.stderr.write(message.decode(errors="replace") or "firecrest-fs: the mount process exited during start-up\n")
-        os._exit(1)
+        if not message:
+            sys.stderr.write("firecrest-fs: the mount process exited during start-up\n")
+            os._exit(1)
+        sys.stderr.write(message[1:].decode(errors="replace"))
+        os._exit(int(message[:1]))
     os.close(read_end)
     os.setsid()
     os.chdir("/")
@@ -173,8 +177,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         _serve(source, mountpoint, parsed, os.environ, on_ready=ready)
     except BaseException as exc:
         log.error("mount failed: %s", describe_error(exc))
+        status = 2 if isinstance(exc, ConfigurationError) else 1
         try:
-            os.write(report, f"firecrest-fs: {describe_error(exc)}\n".encode())
+            os.write(report, f"{status}firecrest-fs: {describe_error(exc)}\n".encode())
         except OSError:
             pass
         raise

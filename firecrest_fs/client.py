@@ -187,7 +187,8 @@ class FirecrestClient:
         """Send one request, refresh the token once on 401, retry if safe, within the deadline."""
         request_id = next(self._request_ids)
         url = self.base_url + route
-        shown = f"{method} {route}" + (f" path={params['path']!r}" if params and "path" in params else "")
+        target = route + (f" path={params['path']!r}" if params and "path" in params else "")
+        shown = f"{method} {target}"
         refreshed = False
         attempt = 0
         deadline = trio.current_time() + self.timeouts.deadline
@@ -220,7 +221,7 @@ class FirecrestClient:
                     await self.tokens.token(refresh=True)
                     attempt -= 1
                     continue
-                failure = api_error_for(response.status_code, message, method=method, url=shown)
+                failure = api_error_for(response.status_code, message, method=method, url=target)
                 retry_after = _retry_after(response)
 
             if not (idempotent and is_transient(failure)) or attempt >= self.retry.attempts:

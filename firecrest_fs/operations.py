@@ -149,10 +149,13 @@ class Operations(pyfuse3.Operations):
 
     async def _learn_utc_offset(self, directory: bytes, entries: dict[bytes, Attr]) -> None:
         """Learn the server's UTC offset from one entry: its listed time against `ops/stat`."""
-        name = next(iter(entries))
+        # A name with a quote cannot be sent back to the server.
+        name = next((candidate for candidate in entries if b"'" not in candidate), None)
+        if name is None:
+            return
         try:
             result = await self.client.stat(names.join(directory, name))
-        except FirecrestError as exc:
+        except (FirecrestError, FsError) as exc:
             log.debug("could not learn the UTC offset from %r: %s", name, exc)
             return
         listed_as_utc = entries[name].mtime  # converted with offset 0
@@ -526,7 +529,8 @@ class Operations(pyfuse3.Operations):
             if fields.update_mode and not node.attr.is_link:
                 self._check_writable()
                 mode = attr.st_mode & 0o7777
-                await self.client.chmod(self._path(node), mode)
+                if node not in self._unsaved:  # otherwise its upload applies the mode
+                    await self.client.chmod(self._path(node), mode)
                 self._record(self._path(node), node.attr.copy(mode=stat.S_IFMT(node.attr.mode) | mode))
             if fields.update_uid or fields.update_gid:
                 self._chown(node, attr, fields)
@@ -707,8 +711,13 @@ class Operations(pyfuse3.Operations):
             self.store.closed(data, self._evict)
 
     async def _rename_by_job(self, node: Node, source: bytes, target: bytes) -> None:
-        """Move with a `transfer/mv` job; mv(1) would move into an existing directory, so check."""
-        if await self.client.exists(target):
+        """Move with a `transfer/mv` job, after checking that mv(1) will act as rename(2) does.
+
+        mv(1) moves the source *into* a target that is a directory (or a symlink to one), so
+        such a target, which the checks in `rename` did not see, stops the rename here.
+        """
+        current = await self._stat_if_exists(target)
+        if current is not None and (node.attr.is_dir or not stat.S_ISREG(current.mode)):
             raise FsError(errno.EEXIST, f"{target!r} appeared on the server during the rename")
         await self.client.mv(source, target, timeout=self.options.job_timeout)
         result = await self.client.stat(target)

@@ -13,7 +13,6 @@ from firecrest_fs.server.launch import LocalServer
 
 # Keys of `LocalServer.counters()`: the method and the route template of the server.
 DOWNLOAD = "GET /filesystem/{system_name}/ops/download"
-UPLOAD = "POST /filesystem/{system_name}/ops/upload"
 LS = "GET /filesystem/{system_name}/ops/ls"
 STAT = "GET /filesystem/{system_name}/ops/stat"
 
@@ -41,13 +40,13 @@ def requests_to(server: LocalServer, route: str) -> int:
 
 
 def shell(script: str, mountpoint: Path, **variables: str) -> subprocess.CompletedProcess[bytes]:
-    """Run a bash script with `$M` set to the mount point; a failing step stops it (`set -e`)."""
+    """Run a bash script with `$M` set to the mount point. A failing step stops it (`set -e`)."""
     env = {**os.environ, "M": str(mountpoint), **variables}
     return subprocess.run(["bash", "-ec", script], env=env, capture_output=True, timeout=COMMAND_DEADLINE)
 
 
 def write_until_error(path: Path, content: bytes, flags: int, chunk: int = 1 << 20) -> OSError | None:
-    """Write `content` to `path` opened with `flags`, then close it; return the first error.
+    """Write `content` to `path` opened with `flags`, close it, and return the first error.
 
     A write that fails after part of its bytes went through returns a short count, so
     the loop writes the rest again and so reaches the error. The file is always closed,
