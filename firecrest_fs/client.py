@@ -366,6 +366,12 @@ class FirecrestClient:
         body = {"path": names.to_wire(path), "mode": format(mode & 0o7777, "o")}
         await self._send("PUT", self._fs("ops/chmod"), json=body, idempotent=True)
 
+    async def chown(self, path: bytes, owner: str, group: str) -> None:
+        """Change owner and group (names or numbers; "" keeps one); not retried, see below."""
+        body = {"path": names.to_wire(path), "owner": owner, "group": group}
+        # The server answers some invalid owners with 500, which must not be retried.
+        await self._send("PUT", self._fs("ops/chown"), json=body, idempotent=False)
+
     async def symlink(self, target: bytes, link: bytes) -> None:
         body = {"path": names.to_wire(target), "linkPath": names.to_wire(link)}
 

@@ -74,6 +74,8 @@ class FileData:
         self.generation = 0
         self.open_count = 0
         self.local_mtime: float | None = None
+        # Whether `local_mtime` was set by a program (utimensat) rather than by a write.
+        self.mtime_set = False
         self.cached_size = 0  # size counted in the store's LRU
 
     @property
@@ -110,6 +112,14 @@ class FileData:
         self.dirty = True
         self.generation += 1
         self.local_mtime = time.time()
+        self.mtime_set = False
+
+    def set_mtime(self, mtime: float) -> None:
+        """Record a modification time a program set; the next upload must carry it."""
+        self.dirty = True
+        self.generation += 1
+        self.local_mtime = mtime
+        self.mtime_set = True
 
     def drop_changes(self) -> None:
         """Forget local changes, so the next open reads the remote file again."""
@@ -200,10 +210,11 @@ async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int
     if len(content) > max_upload:
         raise FsError(errno.EFBIG, f"{path!r}: {len(content)} bytes is above the {max_upload}-byte upload limit")
     directory, name = names.split(path)
-    if content and upload_keeps_name(name):
+    if content and upload_keeps_name(name) and not data.mtime_set:
         await client.upload(directory, name, content)
     else:
-        # Empty files and names that ops/upload would change go through an archive.
+        # Empty files, names that ops/upload would change, and files whose time a program
+        # set go through an archive.
         mtime = data.local_mtime or time.time()
         await extract_members(client, directory, [Member(name, mode, mtime, content)])
     result = await client.stat(path)
@@ -213,6 +224,7 @@ async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int
         result = dataclasses.replace(result, mode=stat.S_IFMT(result.mode) | (mode & 0o7777))
     if data.generation == generation:
         data.dirty = False
+        data.mtime_set = False
         data.version = Version.of(result)
     log.debug("uploaded %d bytes to %r", len(content), path)
     return result

@@ -8,7 +8,6 @@ updated in place when fresh attributes arrive, so every holder sees the same obj
 
 from __future__ import annotations
 
-import calendar
 import errno
 import itertools
 import logging
@@ -86,21 +85,8 @@ def mode_from_listing(kind: str, permissions: str) -> int:
     return mode
 
 
-def listing_time_to_epoch(text: str, utc_offset: int) -> int:
-    """Turn `lastModified` (server local time, no zone) into epoch seconds.
-
-    NOTE: one offset is used for every entry, so files modified in the other daylight-saving
-    season than the one the offset was learned in are shown one hour off.
-    """
-    try:
-        parsed = time.strptime(text, "%Y-%m-%dT%H:%M:%S")
-    except ValueError:
-        return 0
-    return calendar.timegm(parsed) - utc_offset
-
-
-def attr_from_listing(entry: ListedEntry, utc_offset: int) -> Attr:
-    mtime = listing_time_to_epoch(entry.last_modified, utc_offset)
+def attr_from_listing(entry: ListedEntry, mtime: int) -> Attr:
+    """Build attributes from a listing entry; `mtime` is its listed time in epoch seconds."""
     return Attr(
         mode=mode_from_listing(entry.type, entry.permissions),
         size=entry.size,

@@ -23,6 +23,7 @@ import trio
 from . import names
 from .auth import token_source_from_env
 from .client import FirecrestClient, Timeouts
+from .clock import ServerClock, probe_zone
 from .errors import ConfigurationError, FirecrestError
 from .inodes import attr_from_stat
 from .operations import MountOptions, Operations
@@ -72,7 +73,11 @@ async def prepare(client: FirecrestClient, source: Source, options: MountOptions
         "mounting %s:%s as user %s (limits: %d bytes per upload, %d per download)",
         source.system, root.decode(errors="replace"), user.name, info.max_ops_file_size, info.max_download_size,
     )
-    operations = Operations(client, root, info, user, attr_from_stat(result), options)
+    zone = None
+    probe_directory = info.default_work_dir or (None if options.read_only else root)
+    if probe_directory is not None:
+        zone = await probe_zone(client, probe_directory)
+    operations = Operations(client, root, info, user, attr_from_stat(result), options, ServerClock(zone))
     await operations.start()
     return operations
 

@@ -22,8 +22,17 @@ import trio
 
 from . import names
 from .cache import ListingCache
+from .clock import ServerClock
 from .client import FirecrestClient, SystemInfo, UserInfo
-from .errors import FirecrestError, FsError, NotFoundError, errno_for
+from .errors import (
+    FirecrestError,
+    FsError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerError,
+    errno_for,
+)
 from .files import FileData, FileStore, Version, fill, upload
 from .inodes import Attr, InodeTable, Node, attr_from_listing, attr_from_stat
 from .transfers import Member, extract_members
@@ -31,8 +40,9 @@ from .transfers import Member, extract_members
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
-# Offsets are whole quarter hours in every time zone in use.
-UTC_OFFSET_STEP = 900
+# Bytes an archive of one file adds to its content: header blocks and padding, below 4 KiB
+# as long as names stay under NAME_MAX.
+ARCHIVE_OVERHEAD = 4096
 
 
 @dataclass
@@ -90,14 +100,14 @@ class Operations(pyfuse3.Operations):
         user: UserInfo,
         root_attr: Attr,
         options: MountOptions,
+        clock: ServerClock,
     ):
         super().__init__()
         self.client = client
         self.info = info
         self.user = user
         self.options = options
-        # The server's UTC offset in seconds, learned from the first non-empty listing.
-        self.utc_offset: int | None = None
+        self.clock = clock
         self.inodes = InodeTable(root, root_attr)
         self.listings = ListingCache(client, options.dir_cache_ttl, self._listed_attr)
         self.store = FileStore(cache_bytes=options.cache_bytes)
@@ -112,7 +122,7 @@ class Operations(pyfuse3.Operations):
     # -- attributes ----------------------------------------------------------------------
 
     def _listed_attr(self, entry) -> Attr:
-        return attr_from_listing(entry, self.utc_offset or 0)
+        return attr_from_listing(entry, self.clock.to_epoch(entry.last_modified))
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = node.attr
@@ -144,7 +154,7 @@ class Operations(pyfuse3.Operations):
         return entry
 
     async def start(self) -> None:
-        """List the root, which also learns the server's UTC offset when the root has entries."""
+        """List the root, which also learns the server's UTC offset if its zone is not known."""
         await self._listing(self.inodes.root.path)
 
     async def _learn_utc_offset(self, directory: bytes, entries: dict[bytes, Attr]) -> None:
@@ -158,19 +168,16 @@ class Operations(pyfuse3.Operations):
         except (FirecrestError, FsError) as exc:
             log.debug("could not learn the UTC offset from %r: %s", name, exc)
             return
-        listed_as_utc = entries[name].mtime  # converted with offset 0
-        offset = round((listed_as_utc - result.mtime) / UTC_OFFSET_STEP) * UTC_OFFSET_STEP
-        self.utc_offset = offset
-        log.info("the server's clock is %+.2f h from UTC", offset / 3600)
-        if offset:
-            self.listings.forget(b"/")  # listed with offset 0
+        self.clock.learn_offset(entries[name].mtime, result.mtime)  # listed with offset 0 so far
+        if self.clock.offset:
+            self.listings.forget(b"/")
 
     async def _listing(self, directory: bytes, *, refresh: bool = False) -> dict[bytes, Attr]:
         """Return a directory's entries: the server's listing plus files not uploaded yet."""
         listing = await self.listings.get(directory, refresh=refresh)
-        if self.utc_offset is None and listing.entries:
+        if not self.clock.known and listing.entries:
             await self._learn_utc_offset(directory, listing.entries)
-            listing = await self.listings.get(directory, refresh=bool(self.utc_offset))
+            listing = await self.listings.get(directory, refresh=bool(self.clock.offset))
         unsaved = self._unsaved_in(directory)
         if not unsaved:
             return listing.entries
@@ -361,19 +368,22 @@ class Operations(pyfuse3.Operations):
 
     async def _upload(self, node: Node, data: FileData) -> None:
         async with data.lock:
-            if data.rejected is not None:
-                raise FsError(errno.EFBIG, data.rejected)
-            if not data.dirty:
-                return
-            if node.path is None:
-                # The file was deleted or replaced while open: its content has no name left.
-                log.debug("not uploading inode %d: it no longer has a path", node.ino)
-                data.dirty = False
-                return
-            path = node.path
-            result = await upload(self.client, data, path, node.attr.mode, self.info.max_ops_file_size)
-            self._unsaved.discard(node)
-            self._record(path, attr_from_stat(result, node.attr.target))
+            await self._upload_locked(node, data)
+
+    async def _upload_locked(self, node: Node, data: FileData) -> None:
+        if data.rejected is not None:
+            raise FsError(errno.EFBIG, data.rejected)
+        if not data.dirty:
+            return
+        if node.path is None:
+            # The file was deleted or replaced while open: its content has no name left.
+            log.debug("not uploading inode %d: it no longer has a path", node.ino)
+            data.dirty = False
+            return
+        path = node.path
+        result = await upload(self.client, data, path, node.attr.mode, self.info.max_ops_file_size)
+        self._unsaved.discard(node)
+        self._record(path, attr_from_stat(result, node.attr.target))
 
     async def open(self, inode, flags, ctx):
         with _errors("open", inode):
@@ -533,21 +543,88 @@ class Operations(pyfuse3.Operations):
                     await self.client.chmod(self._path(node), mode)
                 self._record(self._path(node), node.attr.copy(mode=stat.S_IFMT(node.attr.mode) | mode))
             if fields.update_uid or fields.update_gid:
-                self._chown(node, attr, fields)
+                await self._chown(node, attr, fields)
             if fields.update_mtime:
-                # NOTE: times are kept locally only; the server is not told yet.
-                mtime = attr.st_mtime_ns // 1_000_000_000
-                node.attr.mtime = mtime
-                if node.data is not None and node.data.dirty:
-                    node.data.local_mtime = mtime
+                self._check_writable()
+                await self._set_mtime(node, attr.st_mtime_ns // 1_000_000_000)
             return self._entry(node)
 
-    def _chown(self, node: Node, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> None:
-        """Accept a chown to the ids the files are shown with; anything else is not possible."""
-        uid_ok = not fields.update_uid or attr.st_uid in (self.local_uid, self.user.uid)
-        gid_ok = not fields.update_gid or attr.st_gid in (self.local_gid, self.user.gid)
-        if not (uid_ok and gid_ok):
-            raise FsError(errno.EPERM, f"{node.path!r}: changing the owner to other users is not supported")
+    async def _chown(self, node: Node, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> None:
+        """Change the owner on the server, except to the ids the files are shown with.
+
+        `cp -a`, `rsync -a` and `tar` running as root chown every file to its owner, which
+        here is the mounting user shown for the remote user: that needs no request.
+        """
+        owner = group = ""
+        if fields.update_uid and attr.st_uid not in (self.local_uid, self.user.uid):
+            owner = str(attr.st_uid)
+        if fields.update_gid and attr.st_gid not in (self.local_gid, self.user.gid):
+            group = str(attr.st_gid)
+        if not owner and not group:
+            return
+        self._check_writable()
+        if node in self._unsaved:
+            raise FsError(errno.EPERM, f"{node.path!r}: the owner of a file can change only after it is uploaded")
+        path = self._path(node)
+        try:
+            await self.client.chown(path, owner, group)
+        except PermissionDeniedError:
+            raise FsError(errno.EPERM, f"{path!r}: the server does not allow owner {owner or '-'} group {group or '-'}") from None
+        except (ServerError, InvalidRequestError) as exc:
+            raise FsError(errno.EINVAL, f"{path!r}: chown to {owner or '-'}:{group or '-'} failed: {exc}") from None
+        result = await self.client.stat(path)
+        self._record(path, attr_from_stat(result, node.attr.target))
+
+    async def _set_mtime(self, node: Node, mtime: int) -> None:
+        """Set a modification time on the server, which has no call for it.
+
+        The entry is written again through an archive that records the time: a directory or
+        a symlink on its own, a file with its content. A file not uploaded yet only records
+        the time, and its upload takes the archive route.
+        """
+        path = self._path(node)
+        directory, name = names.split(path)
+        if node.attr.is_dir:
+            member = Member(name, node.attr.mode & 0o7777, mtime, directory=True)
+        elif node.attr.is_link:
+            target = node.attr.target if node.attr.target is not None else (await self._lookup_path(path)).attr.target
+            member = Member(name, 0o777, mtime, target=target)
+        elif node.attr.is_file:
+            await self._set_file_mtime(node, mtime)
+            return
+        else:
+            log.info("setattr %r: times of special files cannot be set; keeping them locally", path)
+            node.attr.mtime = mtime
+            return
+        if path == self.inodes.root.path:
+            log.info("setattr %r: the time of the mount's root cannot be set; keeping it locally", path)
+            node.attr.mtime = mtime
+            return
+        await extract_members(self.client, directory, [member])
+        self._record(path, attr_from_stat(await self.client.stat(path), member.target))
+
+    async def _set_file_mtime(self, node: Node, mtime: int) -> None:
+        data = self._data(node)
+        self.store.opened(data)
+        try:
+            async with data.lock:
+                if data.dirty:
+                    data.set_mtime(mtime)
+                    return
+                await self._refresh(node)
+                limit = self.info.max_ops_file_size
+                if node.attr.size > self.info.max_download_size or node.attr.size + ARCHIVE_OVERHEAD > limit:
+                    # NOTE: large files need a staged transfer to be written again; until then
+                    # their time is kept by the mount only, and lost after the TTL.
+                    log.info("setattr %r: cannot set the time of a file of %d bytes; keeping it locally",
+                             node.path, node.attr.size)
+                    node.attr.mtime = mtime
+                    return
+                await self._load(node, data)
+                data.set_mtime(mtime)
+                await self._upload_locked(node, data)
+        finally:
+            self.store.closed(data, self._evict)
 
     async def _find(self, path: bytes) -> Node | None:
         try:
@@ -693,8 +770,7 @@ class Operations(pyfuse3.Operations):
                     if node.attr.size > self.info.max_download_size:
                         return False
                     await self._load(node, data)
-                # An archive of the content must fit in one upload (headers need < 4 KiB).
-                if data.size + 4096 > self.info.max_ops_file_size:
+                if data.size + ARCHIVE_OVERHEAD > self.info.max_ops_file_size:
                     return False
                 generation = data.generation
                 mtime = data.local_mtime if data.dirty and data.local_mtime else attr.mtime

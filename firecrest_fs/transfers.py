@@ -44,13 +44,14 @@ def upload_keeps_name(name: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Member:
-    """One entry to create: a regular file (with `data`) or a symlink (with `target`)."""
+    """One entry to create: a regular file (with `data`), a symlink (with `target`) or a directory."""
 
     name: bytes
     mode: int = 0o644
     mtime: float | None = None
     data: bytes = b""
     target: bytes | None = None
+    directory: bool = False
 
 
 def build_archive(members: list[Member]) -> bytes:
@@ -66,6 +67,9 @@ def build_archive(members: list[Member]) -> bytes:
             if member.target is not None:
                 info.type = tarfile.SYMTYPE
                 info.linkname = member.target.decode("utf-8", "surrogateescape")
+                archive.addfile(info)
+            elif member.directory:
+                info.type = tarfile.DIRTYPE
                 archive.addfile(info)
             else:
                 info.size = len(member.data)
