@@ -126,6 +126,10 @@ class ListingCache:
         if fetch is not None:
             fetch.changes[name] = None
 
+    def drop(self, directory: bytes) -> None:
+        """Drop the listing of `directory` only, so that its next use fetches it again."""
+        self._listings.pop(directory, None)
+
     def forget(self, directory: bytes) -> None:
         """Drop the listing of `directory` and of every directory below it."""
         prefix = directory.rstrip(b"/") + b"/"

@@ -203,7 +203,8 @@ async def fill(client: FirecrestClient, data: FileData, path: bytes, max_downloa
     return version
 
 
-async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int, max_upload: int) -> RemoteStat:
+async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int, max_upload: int,
+                 staging: bytes | None = None) -> RemoteStat:
     """Upload the whole local copy to `path` and return the remote file's new state."""
     generation = data.generation
     content = data.content()
@@ -216,7 +217,7 @@ async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int
         # Empty files, names that ops/upload would change, and files whose time a program
         # set go through an archive.
         mtime = data.local_mtime or time.time()
-        await extract_members(client, directory, [Member(name, mode, mtime, content)])
+        await extract_members(client, directory, [Member(name, mode, mtime, content)], staging)
     result = await client.stat(path)
     if result.mode & 0o7777 != mode & 0o7777:
         # ops/upload gives a new file the server's default mode, not the one it was created with.

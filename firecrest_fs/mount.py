@@ -24,7 +24,8 @@ from . import names
 from .auth import token_source_from_env
 from .client import FirecrestClient, Timeouts
 from .clock import ServerClock, probe_zone
-from .errors import ConfigurationError, FirecrestError
+from .cache import INTERNAL_PREFIX
+from .errors import AlreadyExistsError, ConfigurationError, FirecrestError
 from .inodes import attr_from_stat
 from .operations import MountOptions, Operations
 
@@ -56,6 +57,21 @@ class Source:
         return f"{self.system}:{self.path.decode(errors='replace')}" if self.path else self.system
 
 
+async def _staging_folder(client: FirecrestClient, work_dir: bytes | None) -> bytes | None:
+    """Return the mount's private folder in the default work directory, creating it once."""
+    if work_dir is None:
+        return None
+    folder = names.join(work_dir, INTERNAL_PREFIX + b"staging")
+    try:
+        await client.mkdir(folder)
+    except AlreadyExistsError:
+        pass
+    except FirecrestError as exc:
+        log.info("no staging folder in %r (%s): archives go to the folders they fill", work_dir, exc)
+        return None
+    return folder
+
+
 async def prepare(client: FirecrestClient, source: Source, options: MountOptions) -> Operations:
     """Check the source against the server and build the operations for it."""
     info = await client.system_info()
@@ -73,11 +89,12 @@ async def prepare(client: FirecrestClient, source: Source, options: MountOptions
         "mounting %s:%s as user %s (limits: %d bytes per upload, %d per download)",
         source.system, root.decode(errors="replace"), user.name, info.max_ops_file_size, info.max_download_size,
     )
+    staging = await _staging_folder(client, info.default_work_dir)
     zone = None
-    probe_directory = info.default_work_dir or (None if options.read_only else root)
+    probe_directory = staging or (None if options.read_only else root)
     if probe_directory is not None:
         zone = await probe_zone(client, probe_directory)
-    operations = Operations(client, root, info, user, attr_from_stat(result), options, ServerClock(zone))
+    operations = Operations(client, root, info, user, attr_from_stat(result), options, ServerClock(zone), staging)
     await operations.start()
     return operations
 

@@ -101,6 +101,7 @@ class Operations(pyfuse3.Operations):
         root_attr: Attr,
         options: MountOptions,
         clock: ServerClock,
+        staging: bytes | None = None,
     ):
         super().__init__()
         self.client = client
@@ -108,6 +109,8 @@ class Operations(pyfuse3.Operations):
         self.user = user
         self.options = options
         self.clock = clock
+        # Private folder for the mount's archives on their way to ops/extract.
+        self.staging = staging
         self.inodes = InodeTable(root, root_attr)
         self.listings = ListingCache(client, options.dir_cache_ttl, self._listed_attr)
         self.store = FileStore(cache_bytes=options.cache_bytes)
@@ -130,7 +133,9 @@ class Operations(pyfuse3.Operations):
         entry.st_ino = node.ino
         entry.generation = 0
         entry.entry_timeout = self.options.entry_timeout
-        entry.attr_timeout = self.options.attr_timeout
+        # Folders change on the server when the mount uploads into them, which the kernel
+        # does not see, so their attributes are always asked for (and served from memory).
+        entry.attr_timeout = 0 if attr.is_dir else self.options.attr_timeout
         entry.st_mode = attr.mode
         entry.st_nlink = attr.nlink
         # Files of the remote user appear owned by the local user who mounted.
@@ -253,6 +258,20 @@ class Operations(pyfuse3.Operations):
         self.listings.remove(directory, name)
         self.listings.forget(path)
         self.inodes.detach(path)
+        self._parent_changed(path)
+
+    def _parent_changed(self, path: bytes) -> None:
+        """Note that the server changed the folder holding `path`: its mtime is now unknown.
+
+        The folder's attributes are read again at the next getattr, and the listing they
+        came from is dropped, so `rsync` and `make` see the folder's real time.
+        """
+        directory = names.split(path)[0]
+        node = self.inodes.at_path(directory)
+        if node is not None:
+            node.attr_time = float("-inf")
+        if directory != self.inodes.root.path:
+            self.listings.drop(names.split(directory)[0])
 
     # -- lookups and listings ------------------------------------------------------------
 
@@ -381,9 +400,10 @@ class Operations(pyfuse3.Operations):
             data.dirty = False
             return
         path = node.path
-        result = await upload(self.client, data, path, node.attr.mode, self.info.max_ops_file_size)
+        result = await upload(self.client, data, path, node.attr.mode, self.info.max_ops_file_size, self.staging)
         self._unsaved.discard(node)
         self._record(path, attr_from_stat(result, node.attr.target))
+        self._parent_changed(path)
 
     async def open(self, inode, flags, ctx):
         with _errors("open", inode):
@@ -585,7 +605,9 @@ class Operations(pyfuse3.Operations):
         path = self._path(node)
         directory, name = names.split(path)
         if node.attr.is_dir:
-            member = Member(name, node.attr.mode & 0o7777, mtime, directory=True)
+            # A "." member sets the time of the folder it is extracted into, the root included.
+            directory = path
+            member = Member(b".", node.attr.mode & 0o7777, mtime, directory=True)
         elif node.attr.is_link:
             target = node.attr.target if node.attr.target is not None else (await self._lookup_path(path)).attr.target
             member = Member(name, 0o777, mtime, target=target)
@@ -596,12 +618,10 @@ class Operations(pyfuse3.Operations):
             log.info("setattr %r: times of special files cannot be set; keeping them locally", path)
             node.attr.mtime = mtime
             return
-        if path == self.inodes.root.path:
-            log.info("setattr %r: the time of the mount's root cannot be set; keeping it locally", path)
-            node.attr.mtime = mtime
-            return
-        await extract_members(self.client, directory, [member])
+        await extract_members(self.client, directory, [member], self.staging)
         self._record(path, attr_from_stat(await self.client.stat(path), member.target))
+        if not node.attr.is_dir:
+            self._parent_changed(path)
 
     async def _set_file_mtime(self, node: Node, mtime: int) -> None:
         data = self._data(node)
@@ -646,6 +666,7 @@ class Operations(pyfuse3.Operations):
                 await self.client.chmod(path, wanted)
                 attr = attr.copy(mode=stat.S_IFDIR | wanted)
             node = self._record(path, attr)
+            self._parent_changed(path)
             self.inodes.remember(node)
             return self._entry(node)
 
@@ -741,6 +762,8 @@ class Operations(pyfuse3.Operations):
             self.listings.forget(source)
             self.inodes.move(source, target)
             self._record(target, node.attr)
+            self._parent_changed(source)
+            self._parent_changed(target)
 
     async def _rename_by_archive(self, node: Node, source: bytes, target: bytes) -> bool:
         """Re-create a small file or a symlink under the new name, then remove the old one.
@@ -755,7 +778,7 @@ class Operations(pyfuse3.Operations):
             if link_target is None:
                 link_target = (await self._lookup_path(source)).attr.target
             member = Member(name, 0o777, attr.mtime, target=link_target)
-            await extract_members(self.client, directory, [member])
+            await extract_members(self.client, directory, [member], self.staging)
             await self.client.rm(source)
             node.set_attr(attr_from_stat(await self.client.stat(target), link_target))
             return True
@@ -775,7 +798,7 @@ class Operations(pyfuse3.Operations):
                 generation = data.generation
                 mtime = data.local_mtime if data.dirty and data.local_mtime else attr.mtime
                 member = Member(name, attr.mode & 0o7777, mtime, data.content())
-                await extract_members(self.client, directory, [member])
+                await extract_members(self.client, directory, [member], self.staging)
                 await self.client.rm(source)
                 result = await self.client.stat(target)
                 node.set_attr(attr_from_stat(result))
@@ -810,8 +833,10 @@ class Operations(pyfuse3.Operations):
                 await self.client.symlink(target, path)
             else:
                 # ops/symlink takes only absolute targets inside the file systems.
-                await extract_members(self.client, self._path(parent), [Member(name, 0o777, time.time(), target=target)])
+                member = Member(name, 0o777, time.time(), target=target)
+                await extract_members(self.client, self._path(parent), [member], self.staging)
             node = self._record(path, attr_from_stat(await self.client.stat(path), target))
+            self._parent_changed(path)
             self.inodes.remember(node)
             return self._entry(node)
 

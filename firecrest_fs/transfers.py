@@ -77,14 +77,20 @@ def build_archive(members: list[Member]) -> bytes:
     return buffer.getvalue()
 
 
-async def extract_members(client: FirecrestClient, directory: bytes, members: list[Member]) -> None:
-    """Create `members` in the remote `directory` with one upload, one extract, one rm."""
+async def extract_members(client: FirecrestClient, directory: bytes, members: list[Member],
+                          staging: bytes | None = None) -> None:
+    """Create `members` in the remote `directory` with one upload, one extract, one rm.
+
+    The archive goes to the `staging` folder when there is one, so that the user's folders
+    only change by what the archive creates in them (their mtimes included).
+    """
     for member in members:
         names.to_wire(member.name)  # rejects names the server cannot carry, before any request
     archive = build_archive(members)
     archive_name = INTERNAL_PREFIX + uuid.uuid4().hex.encode() + b".tar"
-    archive_path = names.join(directory, archive_name)
-    await client.upload(directory, archive_name, archive)
+    archive_directory = staging or directory
+    archive_path = names.join(archive_directory, archive_name)
+    await client.upload(archive_directory, archive_name, archive)
     try:
         await client.extract(archive_path, directory)
     finally:
