@@ -6,7 +6,9 @@ import argparse
 import logging
 import logging.handlers
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +190,6 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import default_root
-    from .server.launch import LocalServer
 
     parsed = parse_mount_options(args.options)
     mountpoint = os.path.abspath(args.mountpoint)
@@ -197,8 +198,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve() if args.root else default_root()
     if not root.is_dir():
         raise ConfigurationError(f"--root {root} is not a directory")
-    workdir = Path(os.path.dirname(root)) / f".{root.name}-firecrest-work"
-    workdir.mkdir(exist_ok=True)
+    # The server's default work directory (job logs, the mount's staging folder) is
+    # private to this run and removed at the end.
+    workdir = Path(tempfile.mkdtemp(prefix="firecrest-fs-demo-work-"))
+    if workdir.is_relative_to(root):
+        shutil.rmtree(workdir)
+        raise ConfigurationError(f"--root {root} contains the temporary folder; serve a folder inside it")
+    try:
+        _run_demo(args, parsed, root, workdir, mountpoint)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace, parsed: ParsedOptions, root: Path, workdir: Path, mountpoint: str) -> None:
+    from .server.launch import LocalServer
+
     server = LocalServer(
         root, workdir,
         max_ops_file_size=args.max_ops_file_size,
@@ -218,7 +233,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         # The credentials go to the mount in memory, never on a command line.
         _serve(source, mountpoint, parsed, server.client_env(), on_ready=ready)
-    return 0
+    print(f"firecrest-fs demo: stopped; the served files stay in {root}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -474,11 +474,13 @@ class Operations(pyfuse3.Operations):
         node = handle.node
         data = node.data
         if data.rejected is not None and data.open_count == 1:
-            log.error("%s; the file was not uploaded and the cluster keeps its previous content", data.rejected)
-            data.drop_changes()
             if node in self._unsaved and node.path is not None:
+                log.error("%s; the file was not created on the cluster", data.rejected)
                 self._unsaved.discard(node)
                 self._record_removal(node.path)
+            else:
+                log.error("%s; the file was not uploaded and the cluster keeps its previous content", data.rejected)
+            data.drop_changes()
         elif data.dirty and data.open_count == 1:
             try:
                 await self._upload(node, data)

@@ -105,3 +105,18 @@ def test_odd_names_take_archive_route(served: Path, mnt: Path):
     for name in ['quote"d', "back\\slash", "per%cent", "tab\there"]:
         (mnt / name).write_bytes(name.encode())
         assert (served / name).read_bytes() == name.encode(), name
+
+
+def test_rename_open_file_then_patch(served: Path, mnt: Path):
+    with open(mnt / ".t", "w") as handle:
+        handle.write("a")
+        handle.flush()
+        os.rename(mnt / ".t", mnt / "final")
+        handle.write("b")
+    assert (served / "final").read_bytes() == b"ab"
+    with open(mnt / "final", "r+") as handle:
+        handle.seek(1)
+        handle.write("Z")
+    assert (served / "final").read_bytes() == b"aZ"
+    assert (mnt / "final").read_bytes() == b"aZ"
+    assert sorted(os.listdir(served)) == ["final"]
