@@ -218,14 +218,22 @@ async def upload(client: FirecrestClient, data: FileData, path: bytes, mode: int
         # set go through an archive.
         mtime = data.local_mtime or time.time()
         await extract_members(client, directory, [Member(name, mode, mtime, content)], staging)
-    result = await client.stat(path)
-    if result.mode & 0o7777 != mode & 0o7777:
-        # ops/upload gives a new file the server's default mode, not the one it was created with.
-        await client.chmod(path, mode)
-        result = dataclasses.replace(result, mode=stat.S_IFMT(result.mode) | (mode & 0o7777))
+    result = await ensure_mode(client, path, await client.stat(path), mode)
     if data.generation == generation:
         data.dirty = False
         data.mtime_set = False
         data.version = Version.of(result)
     log.debug("uploaded %d bytes to %r", len(content), path)
     return result
+
+
+async def ensure_mode(client: FirecrestClient, path: bytes, result: RemoteStat, mode: int) -> RemoteStat:
+    """Give `path` the permission bits of `mode` if the server's state `result` differs.
+
+    `ops/upload` gives a new file the server's default mode, and tar run by a user who is
+    not root applies the remote umask to the modes it extracts.
+    """
+    if result.mode & 0o7777 == mode & 0o7777:
+        return result
+    await client.chmod(path, mode)
+    return dataclasses.replace(result, mode=stat.S_IFMT(result.mode) | (mode & 0o7777))

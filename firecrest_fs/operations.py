@@ -33,7 +33,7 @@ from .errors import (
     ServerError,
     errno_for,
 )
-from .files import FileData, FileStore, Version, fill, upload
+from .files import FileData, FileStore, Version, ensure_mode, fill, upload
 from .inodes import Attr, InodeTable, Node, attr_from_listing, attr_from_stat
 from .transfers import Member, extract_members
 
@@ -621,7 +621,10 @@ class Operations(pyfuse3.Operations):
             node.attr.mtime = mtime
             return
         await extract_members(self.client, directory, [member], self.staging)
-        self._record(path, attr_from_stat(await self.client.stat(path), member.target))
+        result = await self.client.stat(path)
+        if node.attr.is_dir:
+            result = await ensure_mode(self.client, path, result, node.attr.mode)
+        self._record(path, attr_from_stat(result, member.target))
         if not node.attr.is_dir:
             self._parent_changed(path)
 
@@ -802,7 +805,7 @@ class Operations(pyfuse3.Operations):
                 member = Member(name, attr.mode & 0o7777, mtime, data.content())
                 await extract_members(self.client, directory, [member], self.staging)
                 await self.client.rm(source)
-                result = await self.client.stat(target)
+                result = await ensure_mode(self.client, target, await self.client.stat(target), attr.mode)
                 node.set_attr(attr_from_stat(result))
                 if data.generation == generation:
                     data.dirty = False
