@@ -1,7 +1,7 @@
 """File data: the private spool, whole-file downloads and uploads of small files.
 
 Each remote file that is open, or was read recently, has one `FileData`: a local file in
-the mount's private spool folder that holds its whole content, shared by every open handle
+the mount's private spool folder that contains its whole content, shared by every open handle
 of the inode. Reads and writes go to that local file. Dirty content is uploaded by `flush`
 (each close) and `fsync`, and their errors reach the program there.
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Version:
-    """What identifies one state of a remote file's content."""
+    """The size, times and inode that identify one state of a remote file's content."""
 
     size: int
     mtime: int
@@ -66,7 +66,7 @@ class FileData:
         self.path = os.path.join(store.directory, str(ino))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.lock = trio.Lock()
-        self.loaded = False  # whether the local file holds the content
+        self.loaded = False  # whether the local file contains the content
         self.version: Version | None = None  # remote state that the local copy matches
         self.dirty = False
         # Why the content must not be uploaded: a write passed the upload limit.
@@ -175,7 +175,7 @@ class FileStore:
             self._idle_bytes -= data.cached_size
 
     def remove(self, keep: bool) -> None:
-        """Delete the spool folder, or keep it (and say where) when it holds unsaved data."""
+        """Delete the spool folder, or keep it and log its path when it contains unsaved data."""
         if keep:
             log.error("unsaved file data was kept in %s", self.directory)
             return

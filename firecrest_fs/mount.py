@@ -36,7 +36,7 @@ SHUTDOWN_FLUSH_DEADLINE = 60.0
 
 @dataclass(frozen=True)
 class Source:
-    """What to mount: `SYSTEM[:PATH]`; no path means the system's default work directory."""
+    """The source of a mount, `SYSTEM[:PATH]`; without a path, the system's default work directory."""
 
     system: str
     path: bytes | None

@@ -91,7 +91,7 @@ class MountProcess:
         self._expected.append(pattern)
 
     def unexpected_log_lines(self) -> list[str]:
-        """Return the WARNING, ERROR and traceback lines nobody declared with `expect_log`."""
+        """Return the WARNING, ERROR and traceback lines not declared with `expect_log`."""
         lines = []
         for line in self.log().splitlines():
             if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line):

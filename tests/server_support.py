@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from firecrest_fs.server.conformance import OPENAPI_DOCUMENT
 from firecrest_fs.server.launch import LocalServer
 
 # A small limit keeps the size-boundary tests quick, and short delays keep the job tests quick.
@@ -83,11 +84,16 @@ class Api:
 
 
 def start_server(base: Path, **settings: Any) -> LocalServer:
-    """Return a started server over `base/root` and `base/work`, logging to `base/server.log`."""
+    """Return a started server over `base/root` and `base/work`, logging to `base/server.log`.
+
+    The server checks its responses against the OpenAPI document unless `settings`
+    sets `validate_responses` to None.
+    """
     root = base / "root"
     workdir = base / "work"
     root.mkdir()
     workdir.mkdir()
+    settings = {"validate_responses": OPENAPI_DOCUMENT, **settings}
     server = LocalServer(root, workdir, log_file=base / "server.log", **settings)
     server.start()
     return server

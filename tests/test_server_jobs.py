@@ -260,3 +260,21 @@ def test_transfer_extract_rechecks_archive_at_start(api, api_server, area, tmp_p
     assert "Files were successfully extracted." not in output
     assert "symlink" in error
     assert not (outside / "planted").exists()
+
+
+@pytest.mark.parametrize("endpoint", ["filesystem/transfer/upload", "filesystem/transfer/download"])
+def test_staging_without_data_transfer_is_500(api, area, endpoint):
+    target = str(area / "big.bin")
+    body = {"path": target, "transferDirectives": {"transferMethod": "s3", "fileSize": 10_000_000}}
+    group, rest = endpoint.split("/", 1)
+
+    response = api.post(endpoint, body)
+    unauthenticated = api.http.post(f"/{group}/{api.system}/{rest}", json=body)
+    unknown_system = api.http.post(f"/{group}/nosuchsystem/{rest}", json=body, headers=api.headers)
+
+    # /status/systems reports no data transfer service, and a real server without one returns 500.
+    assert response.status_code == 500
+    assert "No data transfer service is configured" in error_message(response)
+    assert unauthenticated.status_code == 401
+    assert unknown_system.status_code == 404
+    assert not os.path.exists(target)

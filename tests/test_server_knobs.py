@@ -145,6 +145,15 @@ def test_command_timeout_setting_shows_in_systems(api, api_server):
     assert response.json()["systems"][0]["ssh"]["timeout"]["commandExecution"] == 2
 
 
+def test_fractional_command_timeout_shows_rounded_up(api, api_server):
+    api_server.update_settings(command_timeout=0.5)
+
+    response = api.http.get("/status/systems", headers=api.headers)
+
+    # The document types commandExecution as an integer, like the real server's setting.
+    assert response.json()["systems"][0]["ssh"]["timeout"]["commandExecution"] == 1
+
+
 def test_token_fault_changes_expires_in(api_server):
     api_server.set_faults([{"kind": "token_expiry", "seconds": 45, "count": 1}])
 

@@ -1,12 +1,9 @@
 """The local server's responses checked against the official FirecREST 2.5.6 OpenAPI document.
 
-Each call's JSON body is validated against the schema the document gives for its
-path, method and status (`4XX`/`5XX` errors use `ApiResponseError`). The checker
-covers what these schemas use: `$ref`, `anyOf`/`oneOf`, `type` (with `null`),
-`nullable`, `enum`, `properties`, `required` and `items`.
-
-The document is a copy of the one published with FirecREST release 2.5.6, kept in
-`tests/data/`.
+The checker is `firecrest_fs.server.conformance`, the one the servers of the test suite
+run on every response (`--validate-responses`). Here it checks one call of every
+endpoint from the outside, and the server-side check is shown to report a response
+that does not conform.
 """
 
 from __future__ import annotations
@@ -17,96 +14,36 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from server_support import api, api_server, area  # noqa: F401 (fixtures)
-
-import yaml
-
-SPEC_PATH = Path(__file__).resolve().parent / "data" / "openapi-2.5.6.yaml"
-
-JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-}
+from firecrest_fs.server.conformance import (
+    OPENAPI_DOCUMENT,
+    Mismatch,
+    ResponseChecker,
+    load_document,
+    schema_mismatches,
+)
+from firecrest_fs.server.launch import LocalServer, LocalServerError
+from server_support import FAST_SETTINGS, api, api_server, area, start_server  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    return yaml.safe_load(SPEC_PATH.read_text())
+def checker() -> ResponseChecker:
+    return ResponseChecker(load_document(OPENAPI_DOCUMENT))
 
 
-def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        node: Any = spec
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        schema = node
-    return schema
+def check(checker: ResponseChecker, response: httpx.Response, template: str, method: str) -> None:
+    operation = checker.operation(method, response.request.url.path)
+    assert operation is not None, f"{method} {response.request.url.path} is not documented"
+    assert operation.template == template
+    mismatches = checker.mismatches(
+        operation, response.status_code, response.headers.get("content-type", ""), response.content
+    )
+    assert not mismatches, f"{method} {template} -> {response.status_code}: {mismatches}"
 
 
-def schema_errors(spec: dict[str, Any], schema: dict[str, Any], value: Any, where: str = "$") -> list[str]:
-    """Return the places where `value` breaks `schema`, or an empty list when it conforms."""
-    schema = resolve(spec, schema)
-    if value is None and schema.get("nullable"):
-        return []
-    for combinator in ("anyOf", "oneOf"):
-        if combinator in schema:
-            options = [schema_errors(spec, option, value, where) for option in schema[combinator]]
-            if any(not errors for errors in options):
-                return []
-            return [f"{where}: matches no option of {combinator}: {options}"]
-
-    expected_type = schema.get("type")
-    if expected_type == "null":
-        return [] if value is None else [f"{where}: expected null, got {value!r}"]
-    if expected_type is not None:
-        allowed = JSON_TYPES[expected_type]
-        if not isinstance(value, allowed) or (expected_type in ("integer", "number") and isinstance(value, bool)):
-            return [f"{where}: expected {expected_type}, got {value!r}"]
-    if "enum" in schema and value not in schema["enum"]:
-        return [f"{where}: {value!r} is not one of {schema['enum']}"]
-
-    errors: list[str] = []
-    if isinstance(value, dict):
-        for name in schema.get("required", []):
-            if name not in value:
-                errors.append(f"{where}: required property {name} is missing")
-        for name, property_schema in schema.get("properties", {}).items():
-            if name in value:
-                errors += schema_errors(spec, property_schema, value[name], f"{where}.{name}")
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            errors += schema_errors(spec, schema["items"], item, f"{where}[{index}]")
-    return errors
-
-
-def response_schema(spec: dict[str, Any], template: str, method: str, status: int) -> dict[str, Any] | None:
-    responses = spec["paths"][template][method.lower()]["responses"]
-    entry = responses.get(str(status)) or responses.get(f"{str(status)[0]}XX")
-    assert entry is not None, f"{method} {template} documents no status {status}"
-    content = entry.get("content", {}).get("application/json")
-    return content["schema"] if content else None
-
-
-def check(spec, response, template: str, method: str) -> None:
-    schema = response_schema(spec, template, method, response.status_code)
-    if response.headers.get("content-type") == "application/octet-stream":
-        # The document gives ops/download a JSON schema, but the server sends raw bytes.
-        assert template.endswith("/ops/download")
-        return
-    if schema is None:
-        assert response.content == b""
-        return
-    errors = schema_errors(spec, schema, response.json())
-    assert not errors, f"{method} {template} -> {response.status_code}: {errors}"
-
-
-def test_responses_match_the_document(spec, api, api_server, area):
+def test_responses_match_the_document(checker, api, api_server, area):
     (area / "f.txt").write_text("1\n2\n3\n")
     (area / "src").mkdir()
     (area / "src" / "g").write_text("g")
@@ -160,18 +97,149 @@ def test_responses_match_the_document(spec, api, api_server, area):
     ]
 
     for template, method, response in calls:
-        check(spec, response, template, method)
+        check(checker, response, template, method)
     assert os.path.exists(area / "moved")
 
 
-def test_checker_finds_errors(spec):
-    file_schema = {"$ref": "#/components/schemas/File"}
-    good = {
-        "name": "a", "type": "-", "linkTarget": None, "user": "u", "group": "g",
-        "permissions": "rw-r--r--", "lastModified": "2024-05-16T13:48:53", "size": "1",
-    }
+FILE = {
+    "name": "a", "type": "-", "linkTarget": None, "user": "u", "group": "g",
+    "permissions": "rw-r--r--", "lastModified": "2024-05-16T13:48:53", "size": "1",
+}
 
-    assert schema_errors(spec, file_schema, good) == []
-    assert schema_errors(spec, file_schema, {**good, "size": 1})
-    assert schema_errors(spec, file_schema, {key: value for key, value in good.items() if key != "name"})
-    assert schema_errors(spec, {"$ref": "#/components/schemas/GetJobResponse"}, {"jobs": [{"jobId": 1}]})
+
+def mismatches_of(checker: ResponseChecker, schema_name: str, value: Any) -> list[Mismatch]:
+    return schema_mismatches(checker.document, {"$ref": f"#/components/schemas/{schema_name}"}, value)
+
+
+def test_checker_finds_schema_errors(checker):
+    assert mismatches_of(checker, "File", FILE) == []
+    assert mismatches_of(checker, "File", {**FILE, "size": 1}) == [Mismatch("$.size", "expected string, got 1")]
+    assert mismatches_of(checker, "File", {key: value for key, value in FILE.items() if key != "name"}) == [
+        Mismatch("$", "required property name is missing")
+    ]
+
+
+def test_checker_reports_deepest_option(checker):
+    # `jobs` is anyOf [array of JobModel, null]: the array option gets further.
+    mismatches = mismatches_of(checker, "GetJobResponse", {"jobs": [{"jobId": 1}]})
+
+    assert mismatches[0].location == "$.jobs[0]"
+    assert Mismatch("$.jobs[0].jobId", "expected string, got 1") in mismatches
+
+
+def test_checker_keywords(checker):
+    one_of = {"oneOf": [{"type": "integer"}, {"type": "number"}]}
+    pair = {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}], "minItems": 2, "maxItems": 2}
+    names = {"type": "object", "propertyNames": {"enum": ["a"]}, "additionalProperties": {"type": "string"}}
+
+    assert schema_mismatches(checker.document, one_of, 1.5) == []
+    assert schema_mismatches(checker.document, one_of, 1)
+    assert schema_mismatches(checker.document, pair, [1, 2]) == []
+    assert schema_mismatches(checker.document, pair, [1, "2"]) == [Mismatch("$[1]", "expected integer, got '2'")]
+    assert schema_mismatches(checker.document, pair, [1])
+    assert schema_mismatches(checker.document, names, {"a": "x"}) == []
+    assert schema_mismatches(checker.document, names, {"a": 1}) == [Mismatch("$.a", "expected string, got 1")]
+    assert schema_mismatches(checker.document, names, {"b": "x"})
+    assert schema_mismatches(checker.document, {"type": ["string", "null"]}, None) == []
+    assert schema_mismatches(checker.document, {"const": "s3"}, "s4")
+
+
+def test_checker_date_time(checker):
+    liveness = {"lastUpdate": 0}
+
+    assert mismatches_of(checker, "GetLiveness", {**liveness, "healthcheckRuns": {"demo": "2026-12-04T10:00:00+00:00"}}) == []
+    assert mismatches_of(checker, "GetLiveness", {**liveness, "healthcheckRuns": {"demo": "2026-12-04T10:00:00.5"}}) == []
+    assert mismatches_of(checker, "GetLiveness", {**liveness, "healthcheckRuns": {"demo": "2026-12-04"}}) == [
+        Mismatch("$.healthcheckRuns.demo", "'2026-12-04' is not a date-time")
+    ]
+
+
+def test_checker_finds_operation(checker):
+    ls = checker.operation("GET", "/Filesystem/Demo/ops/LS")
+    systems = checker.operation("GET", "/status/systems")
+    userinfo = checker.operation("GET", "/status/demo/userinfo")
+
+    assert ls is not None and ls.route == "GET /filesystem/{system_name}/ops/ls"
+    assert systems is not None and systems.template == "/status/systems"
+    assert userinfo is not None and userinfo.template == "/status/{system_name}/userinfo"
+    assert checker.operation("POST", "/filesystem/demo/ops/ls") is None
+    assert checker.operation("POST", "/auth/token") is None
+    assert checker.operation("GET", "/_local/counters") is None
+
+
+def test_checker_statuses_and_bodies(checker):
+    ls = checker.operation("GET", "/filesystem/demo/ops/ls")
+    rm = checker.operation("DELETE", "/filesystem/demo/ops/rm")
+    download = checker.operation("GET", "/filesystem/demo/ops/download")
+    error = b'{"errorType":"error","message":"Not found","causedBy":null,"data":null,"user":"u"}'
+
+    assert checker.mismatches(ls, 404, "application/json", error) == []
+    assert checker.mismatches(ls, 299, "application/json", b"{}") == [Mismatch("status", "299 is not documented")]
+    assert "400" in checker.mismatches(ls, 422, "application/json", error)[0].message
+    assert checker.mismatches(ls, 200, "text/plain", b"{}")[0].location == "content-type"
+    assert checker.mismatches(ls, 200, "application/json", b"{")[0].message.startswith("the body is not valid JSON")
+    assert checker.mismatches(rm, 204, "", b"") == []
+    assert checker.mismatches(rm, 204, "", b"x")
+    assert checker.mismatches(download, 200, "application/octet-stream", b"\x00\xff") == []
+
+
+def server_errors(log_path: Path) -> list[str]:
+    return [line for line in log_path.read_text(errors="replace").splitlines() if " ERROR " in line]
+
+
+def test_server_logs_nonconforming_response(tmp_path):
+    # The server is private to this test because it logs an ERROR on purpose.
+    server = start_server(tmp_path, **FAST_SETTINGS)
+    try:
+        server.set_faults([{"route": "/status/{system_name}/userinfo", "kind": "status", "status": 200, "count": 1}])
+        with httpx.Client(base_url=server.url, headers=server.auth_headers(), timeout=30) as client:
+            faulted = client.get(f"/status/{server.system}/userinfo")
+            normal = client.get(f"/status/{server.system}/userinfo")
+    finally:
+        server.stop()
+
+    errors = server_errors(tmp_path / "server.log")
+    assert faulted.status_code == 200
+    assert normal.status_code == 200
+    assert len(errors) == 1
+    assert "GET /status/{system_name}/userinfo with status 200 does not conform" in errors[0]
+    # The error body has `user` (null) but not `group`.
+    assert errors[0].endswith("$: required property group is missing")
+
+
+def test_server_logs_status_422(tmp_path):
+    server = start_server(tmp_path, **FAST_SETTINGS)
+    try:
+        server.set_faults([{"route": "/status/systems", "kind": "status", "status": 422, "count": 1}])
+        response = httpx.get(f"{server.url}/status/systems", headers=server.auth_headers(), timeout=30)
+    finally:
+        server.stop()
+
+    errors = server_errors(tmp_path / "server.log")
+    assert response.status_code == 422
+    assert len(errors) == 1
+    assert "GET /status/systems with status 422" in errors[0]
+    assert "validation errors with 400" in errors[0]
+
+
+def test_validation_off_by_default(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    server = LocalServer(root, tmp_path / "work", log_file=tmp_path / "server.log")
+
+    assert "--validate-responses" not in server.command_line(str(tmp_path / "ready.json"))
+
+
+def test_missing_document_stops_start(tmp_path):
+    root = tmp_path / "root"
+    work = tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    server = LocalServer(root, work, validate_responses=tmp_path / "missing.yaml")
+
+    with pytest.raises(LocalServerError) as raised:
+        server.start(timeout=30)
+
+    assert "cannot read the OpenAPI document" in str(raised.value)
+    assert str(tmp_path / "missing.yaml") in str(raised.value)
+    assert not server.running

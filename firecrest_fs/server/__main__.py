@@ -29,6 +29,7 @@ from firecrest_fs.server.config import (
     RuntimeSettings,
     ServerConfig,
 )
+from firecrest_fs.server.conformance import DocumentError, ResponseChecker, load_document
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     parser.add_argument(
+        "--validate-responses",
+        metavar="SPEC_PATH",
+        help="check every response of a documented operation against this OpenAPI document "
+        "(YAML or JSON; needs PyYAML) and log an ERROR for each one that does not conform. "
+        "The package ships FirecREST's as firecrest_fs/server/openapi-2.5.6.yaml (default: off)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -153,7 +161,12 @@ def write_ready_file(path: str, content: dict[str, object]) -> None:
         raise
 
 
-async def serve(arguments: argparse.Namespace, config: ServerConfig, host: str) -> None:
+async def serve(
+    arguments: argparse.Namespace,
+    config: ServerConfig,
+    host: str,
+    response_checker: ResponseChecker | None = None,
+) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # With the protocol given, asyncio sets TCP_NODELAY on accepted connections; without it,
     # Nagle's algorithm and delayed ACKs add about 40 ms to every keep-alive request.
@@ -173,7 +186,7 @@ async def serve(arguments: argparse.Namespace, config: ServerConfig, host: str) 
     uvicorn_config = uvicorn.Config(
         # The ready file is removed during the app's shutdown because uvicorn
         # re-raises SIGTERM once serve() ends, so no code after it runs.
-        create_app(state, on_stop=remove_ready_file),
+        create_app(state, on_stop=remove_ready_file, response_checker=response_checker),
         log_config=None,
         access_log=False,
         proxy_headers=False,
@@ -220,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --max-ops-file-size, --command-timeout and --token-lifetime must be positive", file=sys.stderr)
         return 2
 
+    response_checker = None
+    if arguments.validate_responses:
+        try:
+            response_checker = ResponseChecker(load_document(arguments.validate_responses))
+        except DocumentError as exc:
+            print(f"error: --validate-responses: {exc}", file=sys.stderr)
+            return 2
+        log.info("checking responses against %s", arguments.validate_responses)
+
     settings = RuntimeSettings(
         command_timeout=arguments.command_timeout,
         job_queue_delay=arguments.job_queue_delay,
@@ -238,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=settings,
     )
     os.makedirs(config.job_directory, exist_ok=True)
-    asyncio.run(serve(arguments, config, host))
+    asyncio.run(serve(arguments, config, host, response_checker))
     return 0
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from firecrest_fs.server.auth import TokenIssuer, token_router
 from firecrest_fs.server.commands import CommandRunner, command_environment
 from firecrest_fs.server.config import APP_VERSION, ServerConfig
+from firecrest_fs.server.conformance import ResponseChecker, ResponseValidationMiddleware
 from firecrest_fs.server.errors import ApiError, error_body
 from firecrest_fs.server.jobs import Scheduler
 from firecrest_fs.server.knobs import Knobs, KnobsMiddleware
@@ -199,10 +200,17 @@ class MetaHeadersMiddleware:
 # -- The application ---------------------------------------------------------------
 
 
-def create_app(state: ServerState, on_stop: Callable[[], None] | None = None) -> ASGIApp:
+def create_app(
+    state: ServerState,
+    on_stop: Callable[[], None] | None = None,
+    response_checker: ResponseChecker | None = None,
+) -> ASGIApp:
     """Build the ASGI app: FastAPI with every route, inside the header and knobs middleware.
 
-    `on_stop` runs when the server shuts down, after the jobs were cancelled.
+    `on_stop` runs when the server shuts down, after the jobs were cancelled. With
+    `response_checker`, every response of a documented operation is checked against
+    the OpenAPI document, injected faults included, and each one that does not
+    conform is logged as an ERROR.
     """
     # Imported here because the route modules import the dependencies above.
     from firecrest_fs.server import routes_ops, routes_status, routes_transfer
@@ -245,4 +253,7 @@ def create_app(state: ServerState, on_stop: Callable[[], None] | None = None) ->
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(Exception, _handle_unexpected_error)
 
-    return KnobsMiddleware(MetaHeadersMiddleware(app), state.knobs, routes)
+    asgi_app: ASGIApp = KnobsMiddleware(MetaHeadersMiddleware(app), state.knobs, routes)
+    if response_checker is not None:
+        asgi_app = ResponseValidationMiddleware(asgi_app, response_checker)
+    return asgi_app

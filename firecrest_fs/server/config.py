@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pwd
 
@@ -87,6 +88,11 @@ def format_seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def seconds_as_number(value: float) -> int | float:
-    """Return a whole number of seconds as an int, as the real server's config does."""
-    return int(value) if float(value).is_integer() else value
+def whole_seconds(value: float) -> int:
+    """Round a duration up to whole seconds, the unit of the real server's timeout settings.
+
+    The OpenAPI document types them as integers. Rounded up, the reported value is
+    never below the limit the server applies, so a client that sizes its waits from it
+    does not give up before the server does.
+    """
+    return math.ceil(value)

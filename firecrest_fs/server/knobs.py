@@ -137,7 +137,7 @@ class Knobs:
 
 
 class KnobsMiddleware:
-    """Outermost ASGI middleware: lower-cases the URL path, counts, delays and faults requests.
+    """ASGI middleware around the API: lower-cases the URL path, counts, delays and faults requests.
 
     The real server lower-cases the whole URL path, so system names are
     case-insensitive. The route template of a request is found by matching the
@@ -209,9 +209,12 @@ async def _drop_connection(receive: Receive, send: Send) -> None:
     """Close the client's connection without sending a byte.
 
     ASGI has no message for this, so the transport is taken from uvicorn's
-    request cycle object, to which `send` is bound. This works only
-    while this middleware is the outermost app, which `create_app` ensures.
+    request cycle object, to which its `send` is bound. An outer middleware that
+    wraps `send` must name the function it wraps in `__wrapped__`, as the response
+    validation does, so that this function can reach uvicorn's.
     """
+    while hasattr(send, "__wrapped__"):
+        send = send.__wrapped__
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None:

@@ -56,8 +56,10 @@ class LocalServer:
 
     Times are in seconds and sizes in bytes. `log_file` receives the server's log
     (its stdout and stderr). Without it, the log goes to a temporary file, which
-    the error shows when the server fails to start. `extra_args` are appended to
-    the server's command line.
+    the error shows when the server fails to start. With `validate_responses`, the
+    path of an OpenAPI document such as `conformance.OPENAPI_DOCUMENT`, the server
+    logs an ERROR for every response that does not conform to it. `extra_args` are
+    appended to the server's command line.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class LocalServer:
         timezone: str | None = None,
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
         log_file: str | os.PathLike[str] | None = None,
+        validate_responses: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.root = str(root)
@@ -87,6 +90,7 @@ class LocalServer:
         self.timezone = timezone
         self.token_lifetime = token_lifetime
         self.log_file = str(log_file) if log_file is not None else None
+        self.validate_responses = str(validate_responses) if validate_responses is not None else None
         self.extra_args = list(extra_args)
 
         self.url: str | None = None
@@ -129,6 +133,8 @@ class LocalServer:
         ]
         if self.timezone:
             command += ["--timezone", self.timezone]
+        if self.validate_responses:
+            command += ["--validate-responses", self.validate_responses]
         return command + self.extra_args
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from firecrest_fs.server.app import known_system, server_state
-from firecrest_fs.server.config import TRANSFER_JOB_DIRECTIVES, seconds_as_number
+from firecrest_fs.server.config import TRANSFER_JOB_DIRECTIVES, whole_seconds
 from firecrest_fs.server.errors import ApiError
 
 liveness_router = APIRouter()
@@ -38,7 +38,7 @@ async def get_liveness(request: Request) -> dict[str, Any]:
 async def get_systems(request: Request) -> dict[str, Any]:
     config = server_state(request).config
     checked = _now_iso()
-    command_timeout = seconds_as_number(config.settings.command_timeout)
+    command_timeout = whole_seconds(config.settings.command_timeout)
     health = [
         {"serviceType": "ssh", "lastChecked": checked, "latency": 0.0, "healthy": True, "message": None},
         {"serviceType": "scheduler", "lastChecked": checked, "latency": 0.0, "healthy": True, "message": None},

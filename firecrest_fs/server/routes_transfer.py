@@ -1,8 +1,8 @@
 """Asynchronous filesystem endpoints (`/filesystem/{system_name}/transfer/...`).
 
 Each one confines its paths, writes a job script like the real server's and
-submits it to the local scheduler. S3 `transfer/upload` and `transfer/download`
-are not implemented.
+submits it to the local scheduler. S3 staging is not implemented: `transfer/upload`
+and `transfer/download` fail as on a real server without a data transfer service.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from firecrest_fs.server import jobs
-from firecrest_fs.server.app import ServerState, checked_request_path, server_state
+from firecrest_fs.server.app import ServerState, checked_request_path, known_system, server_state
+from firecrest_fs.server.errors import ApiError
 from firecrest_fs.server.jobs import Job
 from firecrest_fs.server.models import (
     CopyRequest,
@@ -26,6 +27,11 @@ from firecrest_fs.server.routes_ops import check_extract, compress_command, extr
 router = APIRouter(prefix="/filesystem/{system_name}/transfer")
 
 CheckedPath = Annotated[str, Depends(checked_request_path)]
+
+DATA_TRANSFER_NOT_CONFIGURED = (
+    "No data transfer service is configured for this system, so files cannot be staged "
+    "with transfer/upload or transfer/download."
+)
 
 
 def _transfer_response(job: Job, system: str) -> dict[str, Any]:
@@ -102,3 +108,19 @@ async def post_extract(
 
     job = state.scheduler.submit("CompressFiles", script, body.account, pre_check=check_again_at_start)
     return _transfer_response(job, system_name)
+
+
+# `GET /status/systems` reports `data_transfer: null`. A real server configured that way
+# returns 500 for both staging requests once the token and the system are checked,
+# because its data transfer dependency reads the missing setting, whatever the body.
+# NOTE: that 500's message is not known; this one says what is missing instead.
+
+
+@router.post("/upload", status_code=201)
+async def post_upload(system: str = Depends(known_system)) -> dict[str, Any]:
+    raise ApiError(500, DATA_TRANSFER_NOT_CONFIGURED)
+
+
+@router.post("/download", status_code=201)
+async def post_download(system: str = Depends(known_system)) -> dict[str, Any]:
+    raise ApiError(500, DATA_TRANSFER_NOT_CONFIGURED)
