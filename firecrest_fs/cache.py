@@ -13,7 +13,9 @@ Concurrency contract (all tasks run in the one trio thread of the mount):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +23,22 @@ from dataclasses import dataclass, field
 import cachetools
 import trio
 
+from . import names
 from .client import FirecrestClient, ListedEntry
+from .errors import FsError, NotFoundError
 from .inodes import Attr
 
 log = logging.getLogger(__name__)
 
-# Files the mount itself creates for a moment (archives on their way to `ops/extract`).
-# They are never shown.
+# Names of what the mount itself creates on the server: archives on their way to
+# `ops/extract`, the time-zone probe, and the staging folder. They are never shown, but a
+# user's own file that merely starts with the prefix is.
 INTERNAL_PREFIX = b".firecrest-fs-"
+_INTERNAL_NAME = re.compile(rb"\.firecrest-fs-(staging|probe-[0-9a-f]{32}|[0-9a-f]{32}\.tar)")
+
+
+def is_internal(name: bytes) -> bool:
+    return _INTERNAL_NAME.fullmatch(name) is not None
 MAX_CACHED_LISTINGS = 4096
 
 
@@ -77,7 +87,7 @@ class ListingCache:
             fetch = _Fetch()
             self._fetches[directory] = fetch
             try:
-                entries = await self.client.ls(directory)
+                entries = await self._resolve_ambiguous(directory, await self.client.ls(directory))
                 fetch.result = self._store(directory, entries, fetch)
             except BaseException as exc:
                 fetch.error = exc
@@ -92,10 +102,32 @@ class ListingCache:
             return await self.get(directory, refresh=True)
         return fetch.result
 
+    async def _resolve_ambiguous(self, directory: bytes, entries: list[ListedEntry]) -> list[ListedEntry]:
+        """Tell which of a listed name's two readings exists, when it contains a backslash.
+
+        Rare, and one `ops/stat` per such name: `new\\nline` is listed the same whether the
+        name holds a newline or a backslash and an `n`.
+        """
+        resolved = []
+        for entry in entries:
+            if entry.literal_name is not None and b"'" not in entry.name + entry.literal_name:
+                try:
+                    await self.client.stat(names.join(directory, entry.name))
+                except NotFoundError:
+                    try:
+                        await self.client.stat(names.join(directory, entry.literal_name))
+                        entry = dataclasses.replace(entry, name=entry.literal_name)
+                    except NotFoundError:
+                        pass
+                except FsError:
+                    pass  # a name the API cannot carry: keep the decoded reading
+            resolved.append(entry)
+        return resolved
+
     def _store(self, directory: bytes, entries: list[ListedEntry], fetch: _Fetch) -> Listing:
         by_name: dict[bytes, Attr] = {}
         for entry in entries:
-            if entry.name.startswith(INTERNAL_PREFIX) or b"/" in entry.name or entry.name in (b"", b".", b".."):
+            if is_internal(entry.name) or b"/" in entry.name or entry.name in (b"", b".", b".."):
                 continue
             by_name[entry.name] = self._to_attr(entry)
         for name, attr in fetch.changes.items():

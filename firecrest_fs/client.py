@@ -91,6 +91,10 @@ class ListedEntry:
     size: int
     last_modified: str  # the server's local time, no zone: "2024-05-16T13:48:53"
     link_target: bytes | None
+    # The listed text taken literally, when it contains a backslash: the server prints a
+    # name containing a backslash and a letter or digits exactly as the escape it resembles.
+    literal_name: bytes | None = None
+    link_target_ambiguous: bool = False
 
 
 @dataclass(frozen=True)
@@ -496,8 +500,10 @@ def _parse_listed(item: dict[str, Any]) -> ListedEntry:
         except (TypeError, ValueError):
             return None
 
+    name = names.decode_listed_name(item["name"])
+    literal = item["name"].encode("utf-8", "surrogateescape")
     return ListedEntry(
-        name=names.decode_listed_name(item["name"]),
+        name=name,
         type=item.get("type") or "-",
         permissions=item.get("permissions") or "---------",
         uid=number(item.get("user")),
@@ -505,6 +511,8 @@ def _parse_listed(item: dict[str, Any]) -> ListedEntry:
         size=number(item.get("size")) or 0,
         last_modified=item.get("lastModified") or "1970-01-01T00:00:00",
         link_target=names.decode_listed_name(target) if target is not None else None,
+        literal_name=literal if literal != name else None,
+        link_target_ambiguous=target is not None and "\\" in target,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import os
 import time
 import uuid
 import zoneinfo
@@ -26,9 +27,11 @@ from .transfers import Member, extract_members
 log = logging.getLogger(__name__)
 
 LISTING_FORMAT = "%Y-%m-%dT%H:%M:%S"
-# Probe times: the 1st and 15th of every month over these many past years, which covers
-# every daylight-saving rule change a zone made in that time.
+# Probe times: the 1st and 15th of every month over these many past years, and mid-January
+# and mid-July of every year since FIRST_PROBE_YEAR, so that zones which agree today but
+# had other rules in the past are told apart.
 PROBE_YEARS = 12
+FIRST_PROBE_YEAR = 1970
 
 
 def parse_listed(text: str) -> datetime | None:
@@ -71,12 +74,36 @@ class ServerClock:
 
 def probe_times(now: float) -> list[int]:
     year = time.gmtime(now).tm_year
-    return [
+    recent = {
         calendar.timegm((y, month, day, 12, 0, 0))
         for y in range(year - PROBE_YEARS, year + 1)
         for month in range(1, 13)
         for day in (1, 15)
-    ]
+    }
+    older = {calendar.timegm((y, month, 15, 12, 0, 0)) for y in range(FIRST_PROBE_YEAR, year) for month in (1, 7)}
+    return sorted(recent | older)
+
+
+def local_zone_key() -> str | None:
+    """Return the IANA name of this machine's time zone, when it can be read."""
+    configured = os.environ.get("TZ", "").lstrip(":")
+    if configured:
+        return configured
+    try:
+        target = os.readlink("/etc/localtime")
+    except OSError:
+        return None
+    _, found, key = target.partition("zoneinfo/")
+    return key if found else None
+
+
+def choose_zone(candidates: list[str]) -> str:
+    """Pick one of zones that agree on every probe: this machine's, UTC, or a regional one."""
+    for preferred in (local_zone_key(), "UTC"):
+        if preferred in candidates:
+            return preferred
+    regional = [name for name in candidates if "/" in name and not name.startswith("Etc/")]
+    return (regional or candidates)[0]
 
 
 def zones_matching(samples: dict[int, datetime]) -> list[str]:
@@ -121,10 +148,7 @@ async def probe_zone(client: FirecrestClient, directory: bytes) -> tzinfo | None
     if not candidates:
         log.warning("no time zone matches the server's listed times; times may be off by the DST hour")
         return None
-    if "UTC" in candidates:
-        preferred = "UTC"
-    else:
-        preferred = next((name for name in candidates if "/" in name and not name.startswith("Etc/")), candidates[0])
+    preferred = choose_zone(candidates)
     log.info("the server's time zone behaves as %s", preferred)
     return zoneinfo.ZoneInfo(preferred)
 

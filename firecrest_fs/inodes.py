@@ -52,6 +52,8 @@ class Attr:
     gid: int | None = None
     target: bytes | None = None  # symlink target
     remote_ino: int | None = None  # from ops/stat only
+    # Whether `target` may be wrong: listed with a backslash, it has two readings.
+    target_ambiguous: bool = False
 
     @property
     def is_dir(self) -> bool:
@@ -97,6 +99,7 @@ def attr_from_listing(entry: ListedEntry, mtime: int) -> Attr:
         uid=entry.uid,
         gid=entry.gid,
         target=entry.link_target,
+        target_ambiguous=entry.link_target_ambiguous,
     )
 
 

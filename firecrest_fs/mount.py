@@ -126,12 +126,14 @@ async def run(
         saved = True
         try:
             async with trio.open_nursery() as nursery:
+                operations.background = nursery
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 if on_ready is not None:
                     on_ready()
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
+            operations.background = None  # the kernel is gone: nothing left to invalidate
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + SHUTDOWN_FLUSH_DEADLINE
                 try:

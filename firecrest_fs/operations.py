@@ -35,7 +35,7 @@ from .errors import (
 )
 from .files import FileData, FileStore, Version, ensure_mode, fill, upload
 from .inodes import Attr, InodeTable, Node, attr_from_listing, attr_from_stat
-from .transfers import Member, extract_members
+from .transfers import Member, extract_members, read_link_target
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ class Operations(pyfuse3.Operations):
         self.user = user
         self.options = options
         self.clock = clock
+        # Where background tasks of the mount run; set by `mount.run` once pyfuse3 is ready.
+        self.background: trio.Nursery | None = None
         # Private folder for the mount's archives on their way to ops/extract.
         self.staging = staging
         self.inodes = InodeTable(root, root_attr)
@@ -133,9 +135,7 @@ class Operations(pyfuse3.Operations):
         entry.st_ino = node.ino
         entry.generation = 0
         entry.entry_timeout = self.options.entry_timeout
-        # Folders change on the server when the mount uploads into them, which the kernel
-        # does not see, so their attributes are always asked for (and served from memory).
-        entry.attr_timeout = 0 if attr.is_dir else self.options.attr_timeout
+        entry.attr_timeout = self.options.attr_timeout
         entry.st_mode = attr.mode
         entry.st_nlink = attr.nlink
         # Files of the remote user appear owned by the local user who mounted.
@@ -270,8 +270,22 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.at_path(directory)
         if node is not None:
             node.attr_time = float("-inf")
+            if self.background is not None:
+                self.background.start_soon(self._invalidate_kernel_attributes, node.ino)
         if directory != self.inodes.root.path:
             self.listings.drop(names.split(directory)[0])
+
+    async def _invalidate_kernel_attributes(self, inode: int) -> None:
+        """Make the kernel ask for a folder's attributes again; they changed on the server.
+
+        The kernel notices changes it made itself (create, unlink, rename) but not those of an
+        upload at close. pyfuse3's call blocks, so it runs in a worker thread.
+        """
+        try:
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, True, abandon_on_cancel=True)
+        except OSError as exc:
+            # ENOENT: the kernel has already forgotten the inode, which is just as good.
+            log.debug("invalidating the attributes of inode %d: %s", inode, exc)
 
     # -- lookups and listings ------------------------------------------------------------
 
@@ -300,6 +314,9 @@ class Operations(pyfuse3.Operations):
                 node = await self._lookup_path(self._path(node))
             if node.attr.target is None:
                 raise FsError(errno.EINVAL, f"{node.path!r} is not a symbolic link")
+            if node.attr.target_ambiguous:
+                target = await read_link_target(self.client, self._path(node), self.staging)
+                node.attr = node.attr.copy(target=target, target_ambiguous=False)
             return node.attr.target
 
     async def opendir(self, inode, ctx):
@@ -577,13 +594,18 @@ class Operations(pyfuse3.Operations):
         `cp -a`, `rsync -a` and `tar` running as root chown every file to its owner, which
         here is the mounting user shown for the remote user: that needs no request.
         """
-        owner = group = ""
-        if fields.update_uid and attr.st_uid not in (self.local_uid, self.user.uid):
-            owner = str(attr.st_uid)
-        if fields.update_gid and attr.st_gid not in (self.local_gid, self.user.gid):
-            group = str(attr.st_gid)
-        if not owner and not group:
+        # The ids as the server knows them: the local user's stand for the remote user's.
+        uid = self.user.uid if attr.st_uid == self.local_uid else attr.st_uid
+        gid = self.user.gid if attr.st_gid == self.local_gid else attr.st_gid
+        current_uid = self.user.uid if node.attr.uid is None else node.attr.uid
+        current_gid = self.user.gid if node.attr.gid is None else node.attr.gid
+        new_uid = uid if fields.update_uid else current_uid
+        new_gid = gid if fields.update_gid else current_gid
+        if (new_uid, new_gid) == (current_uid, current_gid):
             return
+        # The server runs chown 'OWNER':'GROUP', which rejects a numeric owner with an
+        # empty group, so both are always given.
+        owner, group = str(new_uid), str(new_gid)
         self._check_writable()
         if node in self._unsaved:
             raise FsError(errno.EPERM, f"{node.path!r}: the owner of a file can change only after it is uploaded")
@@ -832,9 +854,8 @@ class Operations(pyfuse3.Operations):
             self._check_writable()
             parent = self.inodes.get(parent_inode)
             path = self._child_path(parent, name)
-            names.to_wire(target)
             inside = any(names.is_within(os.path.normpath(target), fs.path) for fs in self.info.file_systems)
-            if target.startswith(b"/") and inside:
+            if target.startswith(b"/") and inside and b"'" not in target:
                 await self.client.symlink(target, path)
             else:
                 # ops/symlink takes only absolute targets inside the file systems.

@@ -100,3 +100,27 @@ async def extract_members(client: FirecrestClient, directory: bytes, members: li
                 await client.rm(archive_path)
             except FirecrestError as exc:
                 log.error("could not remove the internal archive %r: %s", archive_path, exc)
+
+
+async def read_link_target(client: FirecrestClient, path: bytes, staging: bytes | None = None) -> bytes:
+    """Return a symlink's exact target from an archive of it (`ops/compress`, one download).
+
+    `ops/ls` lists targets C-escaped and cannot tell some of them apart; an archive records
+    the target as it is.
+    """
+    directory = staging or names.split(path)[0]
+    archive_path = names.join(directory, INTERNAL_PREFIX + uuid.uuid4().hex.encode() + b".tar")
+    try:
+        await client.compress(path, archive_path)
+        content = await client.download(archive_path)
+    finally:
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + client.timeouts.deadline):
+            try:
+                await client.rm(archive_path)
+            except FirecrestError as exc:
+                log.error("could not remove the internal archive %r: %s", archive_path, exc)
+    with tarfile.open(fileobj=io.BytesIO(content), mode="r:", encoding="utf-8", errors="surrogateescape") as archive:
+        for member in archive:
+            if member.issym():
+                return member.linkname.encode("utf-8", "surrogateescape")
+    raise FirecrestError(f"the archive of {path!r} holds no symbolic link")

@@ -93,6 +93,21 @@ def run(latency: float, files: int, big_dir: int) -> list[tuple[str, str, str]]:
                 rows.append((f"write {files} new 4 KiB files", f"{seconds / files * 1000:.1f} ms per file",
                              f"{requests_made(server) / files:.1f} requests per file"))
 
+                tree = scratch / "tree"
+                tree.mkdir()
+                for index, payload in enumerate(payloads[:50]):
+                    (tree / f"t{index:03d}").write_bytes(payload)
+                server.reset_counters()
+                seconds = timed(lambda: subprocess.run(["rsync", "-a", f"{tree}/", str(first.path / "synced")],
+                                                       check=True))
+                rows.append(("`rsync -a` of 50 new 4 KiB files (times kept)", f"{seconds / 50 * 1000:.1f} ms per file",
+                             f"{requests_made(server) / 50:.1f} requests per file"))
+                server.reset_counters()
+                seconds = timed(lambda: subprocess.run(["rsync", "-a", f"{tree}/", str(first.path / "synced")],
+                                                       check=True))
+                rows.append(("the same `rsync -a` again (nothing to copy)", f"{seconds:.2f} s",
+                             f"{requests_made(server)} requests"))
+
                 content = generator.randbytes(3 * 2**20)
                 seconds = timed(lambda: (first.path / "three-mib.bin").write_bytes(content))
                 rows.append(("write one 3 MiB file", f"{3 / seconds:.1f} MiB/s", f"{seconds:.2f} s"))

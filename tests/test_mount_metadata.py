@@ -210,3 +210,59 @@ def test_name_too_long_fails(served: Path, mnt: Path):
         (mnt / ("n" * 256)).write_bytes(b"x")
     assert raised.value.errno == errno.ENAMETOOLONG
     assert os.listdir(served) == []
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root may give files away")
+def test_chown_owner_only(served: Path, mnt: Path):
+    (served / "f").write_bytes(b"x")
+    os.chown(served / "f", 0, 4321)
+    os.chown(mnt / "f", 1234, -1)
+    assert (served / "f").stat().st_uid == 1234
+    assert (served / "f").stat().st_gid == 4321
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root may give files away")
+def test_chown_back_to_self(served: Path, mnt: Path):
+    (served / "f").write_bytes(b"x")
+    os.chown(served / "f", 2, 3)
+    os.chown(mnt / "f", os.getuid(), os.getgid())
+    assert (served / "f").stat().st_uid == os.getuid()
+    assert (served / "f").stat().st_gid == os.getgid()
+
+
+@pytest.mark.parametrize("name", [b"lit\\nb", b"c\\101", b"x\\ty", b"a\\\\b"])
+def test_backslash_names_read_literally(served: Path, mnt: Path, name: bytes):
+    with open(os.path.join(os.fsencode(served), name), "wb") as handle:
+        handle.write(b"literal")
+    assert os.listdir(os.fsencode(mnt)) == [name]
+    with open(os.path.join(os.fsencode(mnt), name), "rb") as handle:
+        assert handle.read() == b"literal"
+
+
+@pytest.mark.parametrize("target", ["c:\\temp\\x41", "a\\nb", "sp ace/q\"u\\b", "a\\\\b", "it's"])
+def test_backslash_link_targets_exact(served: Path, mount_factory, target: str):
+    os.symlink(target, served / "link")
+    mount = mount_factory("")
+    assert os.readlink(mount.path / "link") == target
+
+
+def test_quote_in_link_target(served: Path, mnt: Path):
+    os.symlink("it's", mnt / "quoted")
+    assert os.readlink(served / "quoted") == "it's"
+
+
+def test_user_file_with_internal_prefix_shown(served: Path, mnt: Path):
+    (served / ".firecrest-fs-mine").write_bytes(b"mine")
+    assert ".firecrest-fs-mine" in os.listdir(mnt)
+    assert (mnt / ".firecrest-fs-mine").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("server", [{"timezone": "Europe/Zurich"}], indirect=True)
+def test_listed_times_before_1986(served: Path, mount_factory):
+    moments = {"y1980": 316785600, "y1983": 425908800}
+    for name, moment in moments.items():
+        (served / name).write_bytes(b"x")
+        os.utime(served / name, (moment, moment))
+    mount = mount_factory("")
+    for name, moment in moments.items():
+        assert (mount.path / name).stat().st_mtime == moment, name
