@@ -87,19 +87,26 @@ async def extract_members(client: FirecrestClient, directory: bytes, members: li
     for member in members:
         names.to_wire(member.name)  # rejects names the server cannot carry, before any request
     archive = build_archive(members)
-    archive_name = INTERNAL_PREFIX + uuid.uuid4().hex.encode() + b".tar"
     archive_directory = staging or directory
-    archive_path = names.join(archive_directory, archive_name)
-    await client.upload(archive_directory, archive_name, archive)
+    archive_path = _archive_path(archive_directory)
+    await client.upload(archive_directory, names.split(archive_path)[1], archive)
     try:
         await client.extract(archive_path, directory)
     finally:
-        # Shielded, so a cancelled caller still removes the archive.
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + client.timeouts.deadline):
-            try:
-                await client.rm(archive_path)
-            except FirecrestError as exc:
-                log.error("could not remove the internal archive %r: %s", archive_path, exc)
+        await _remove_archive(client, archive_path)
+
+
+def _archive_path(directory: bytes) -> bytes:
+    return names.join(directory, INTERNAL_PREFIX + uuid.uuid4().hex.encode() + b".tar")
+
+
+async def _remove_archive(client: FirecrestClient, archive_path: bytes) -> None:
+    """Remove an internal archive, shielded so that a cancelled caller still removes it."""
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + client.timeouts.deadline):
+        try:
+            await client.rm(archive_path)
+        except FirecrestError as exc:
+            log.error("could not remove the internal archive %r: %s", archive_path, exc)
 
 
 async def read_link_target(client: FirecrestClient, path: bytes, staging: bytes | None = None) -> bytes:
@@ -108,17 +115,12 @@ async def read_link_target(client: FirecrestClient, path: bytes, staging: bytes 
     `ops/ls` lists targets C-escaped and cannot tell some of them apart; an archive records
     the target as it is.
     """
-    directory = staging or names.split(path)[0]
-    archive_path = names.join(directory, INTERNAL_PREFIX + uuid.uuid4().hex.encode() + b".tar")
+    archive_path = _archive_path(staging or names.split(path)[0])
     try:
         await client.compress(path, archive_path)
         content = await client.download(archive_path)
     finally:
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + client.timeouts.deadline):
-            try:
-                await client.rm(archive_path)
-            except FirecrestError as exc:
-                log.error("could not remove the internal archive %r: %s", archive_path, exc)
+        await _remove_archive(client, archive_path)
     with tarfile.open(fileobj=io.BytesIO(content), mode="r:", encoding="utf-8", errors="surrogateescape") as archive:
         for member in archive:
             if member.issym():
