@@ -106,7 +106,7 @@ class ListingCache:
         """Tell which of a listed name's two readings exists, when it contains a backslash.
 
         Rare, and one `ops/stat` per such name: `new\\nline` is listed the same whether the
-        name holds a newline or a backslash and an `n`.
+        name contains a newline or a backslash and an `n`.
         """
         resolved = []
         for entry in entries:

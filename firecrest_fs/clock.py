@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 LISTING_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # Probe times: the 1st and 15th of every month over these many past years, and mid-January
 # and mid-July of every year since FIRST_PROBE_YEAR, so that zones which agree today but
-# had other rules in the past are told apart.
+# had other rules in the past can be distinguished.
 PROBE_YEARS = 12
 FIRST_PROBE_YEAR = 1970
 

@@ -1,10 +1,11 @@
 """Creating remote entries through one tar archive and `ops/extract`.
 
-`ops/upload` cannot create an empty file (the server answers 408 after its command
+`ops/upload` cannot create an empty file (the server returns 408 after its command
 timeout), changes some names on the way (quotes, control characters, backslashes), and
 cannot set a mode or a time. An archive carries all of that: the mount uploads an
-uncompressed tar under a hidden internal name into the target directory, extracts it there
-and removes it, whatever happened in between.
+uncompressed tar under a hidden internal name to its staging folder (or, without one, to
+the target directory), extracts it into the target directory and removes it, whatever
+happened in between.
 """
 
 from __future__ import annotations
@@ -125,4 +126,4 @@ async def read_link_target(client: FirecrestClient, path: bytes, staging: bytes 
         for member in archive:
             if member.issym():
                 return member.linkname.encode("utf-8", "surrogateescape")
-    raise FirecrestError(f"the archive of {path!r} holds no symbolic link")
+    raise FirecrestError(f"the archive of {path!r} contains no symbolic link")
