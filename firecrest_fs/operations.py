@@ -659,15 +659,17 @@ class Operations(pyfuse3.Operations):
                     data.set_mtime(mtime)
                     return
                 await self._refresh(node)
-                limit = self.info.max_ops_file_size
-                if node.attr.size > self.info.max_download_size or node.attr.size + ARCHIVE_OVERHEAD > limit:
+                cached = data.loaded and await self._unchanged(node, data)
+                too_large = node.attr.size + ARCHIVE_OVERHEAD > self.info.max_ops_file_size
+                if too_large or (not cached and node.attr.size > self.info.max_download_size):
                     # NOTE: large files need a staged transfer to be written again; until then
                     # their time is kept by the mount only, and lost after the TTL.
                     log.info("setattr %r: cannot set the time of a file of %d bytes; keeping it locally",
                              node.path, node.attr.size)
                     node.attr.mtime = mtime
                     return
-                await self._load(node, data)
+                if not cached:
+                    await self._fill(node, data)
                 data.set_mtime(mtime)
                 await self._upload_locked(node, data)
         finally:

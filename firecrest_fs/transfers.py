@@ -56,7 +56,7 @@ class Member:
 
 
 def build_archive(members: list[Member]) -> bytes:
-    """Return an uncompressed tar holding `members` with their modes and times."""
+    """Return an uncompressed tar of `members` with their modes and times."""
     buffer = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT,
@@ -75,7 +75,10 @@ def build_archive(members: list[Member]) -> bytes:
             else:
                 info.size = len(member.data)
                 archive.addfile(info, io.BytesIO(member.data))
-    return buffer.getvalue()
+        end_of_members = archive.offset
+    # tarfile pads the archive to a 10 KiB record, which could push a file close to the
+    # upload limit over it; GNU tar needs only the two zero blocks that end the archive.
+    return buffer.getvalue()[:end_of_members + 2 * tarfile.BLOCKSIZE]
 
 
 async def extract_members(client: FirecrestClient, directory: bytes, members: list[Member],

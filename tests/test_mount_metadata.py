@@ -266,3 +266,14 @@ def test_listed_times_before_1986(served: Path, mount_factory):
     mount = mount_factory("")
     for name, moment in moments.items():
         assert (mount.path / name).stat().st_mtime == moment, name
+
+
+@pytest.mark.parametrize("server", [{"max_ops_file_size": 65536}], indirect=True)
+def test_time_and_rename_near_upload_limit(served: Path, mnt: Path):
+    content = os.urandom(65536 - 4096)  # above the download limit: only the mount's copy has it
+    (mnt / "big").write_bytes(content)
+    os.utime(mnt / "big", (WINTER, WINTER))
+    assert (served / "big").stat().st_mtime == WINTER
+    os.rename(mnt / "big", mnt / ("renamed-" + "n" * 200))
+    assert (served / ("renamed-" + "n" * 200)).read_bytes() == content
+    assert (served / ("renamed-" + "n" * 200)).stat().st_mtime == WINTER
