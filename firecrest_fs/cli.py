@@ -19,7 +19,7 @@ from . import __version__
 from .client import Timeouts
 from .errors import ConfigurationError
 from .mount import Source, describe_error, run
-from .operations import MountOptions
+from .filesystem import MountOptions
 
 log = logging.getLogger("firecrest_fs")
 

@@ -27,7 +27,8 @@ from .clock import ServerClock, probe_zone
 from .cache import INTERNAL_PREFIX
 from .errors import AlreadyExistsError, ConfigurationError, FirecrestError
 from .inodes import attr_from_stat
-from .operations import MountOptions, Operations
+from .filesystem import MountOptions
+from .operations import Operations
 
 log = logging.getLogger(__name__)
 
