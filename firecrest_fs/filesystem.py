@@ -1,6 +1,6 @@
 """The filesystem core: remote paths, caches and file data, without the kernel interface.
 
-`Filesystem` holds the state of one mount (API client, inode table, listing cache, file
+`Filesystem` contains the state of one mount (API client, inode table, listing cache, file
 store, files not uploaded yet) and the mechanisms that several kernel operations share:
 looking up and refreshing entries, loading and uploading file data, recording local changes
 in the caches, renames, times and owners. `operations.Operations` adds the pyfuse3 handlers
@@ -306,9 +306,8 @@ class Filesystem:
         """
         current_uid = self.user.uid if node.attr.uid is None else node.attr.uid
         current_gid = self.user.gid if node.attr.gid is None else node.attr.gid
-        # The ids as the server knows them: the local user's stand for the remote user's.
-        new_uid = current_uid if uid is None else self.user.uid if uid == self.local_uid else uid
-        new_gid = current_gid if gid is None else self.user.gid if gid == self.local_gid else gid
+        new_uid = current_uid if uid is None else self._remote_id(uid, self.local_uid, self.user.uid)
+        new_gid = current_gid if gid is None else self._remote_id(gid, self.local_gid, self.user.gid)
         if (new_uid, new_gid) == (current_uid, current_gid):
             return
         # The server runs chown 'OWNER':'GROUP', which rejects a numeric owner with an
@@ -326,6 +325,11 @@ class Filesystem:
             raise FsError(errno.EINVAL, f"{path!r}: chown to {owner or '-'}:{group or '-'} failed: {exc}") from None
         result = await self.client.stat(path)
         self._record(path, attr_from_stat(result, node.attr.target))
+
+    @staticmethod
+    def _remote_id(local: int, mounting_user: int, remote_user: int) -> int:
+        """Return the server's id for a local one: the mounting user's stands for the remote user's."""
+        return remote_user if local == mounting_user else local
 
     async def _set_mtime(self, node: Node, mtime: int) -> None:
         """Set a modification time on the server, which has no call for it.
