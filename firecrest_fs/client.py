@@ -330,6 +330,12 @@ class FirecrestClient:
         response = await self._send("GET", self._fs("ops/download"), params=params, idempotent=True)
         return response.content
 
+    async def checksum(self, path: bytes) -> str:
+        """Return the SHA-256 of a file as lower-case hex (`ops/checksum`)."""
+        params = {"path": names.to_wire(path)}
+        response = await self._send("GET", self._fs("ops/checksum"), params=params, idempotent=True)
+        return str(response.json()["output"]["checksum"]).lower()
+
     async def view(self, path: bytes, offset: int, size: int) -> str:
         """Return `ops/view` text: exact only for ASCII, see the API notes on `view`."""
         params = {"path": names.to_wire(path), "offset": offset, "size": size}

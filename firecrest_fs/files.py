@@ -42,6 +42,10 @@ from .transfers import Member, extract_members, upload_keeps_name
 
 log = logging.getLogger(__name__)
 
+# Seconds by which this machine's clock may differ from the server's without a recent
+# change being taken for an old one.
+CLOCK_SKEW_MARGIN = 60.0
+
 
 @dataclass(frozen=True)
 class Version:
@@ -51,6 +55,16 @@ class Version:
     mtime: int
     ctime: int | None = None
     remote_ino: int | None = None
+    # Times are whole seconds, so a rewrite of the same size in the second of `mtime` looks
+    # unchanged. A version is settled when that second had surely passed at recording: its
+    # mtime is older than CLOCK_SKEW_MARGIN by this machine's clock, or a checksum matched
+    # at least a second after it was recorded (time.monotonic()).
+    recorded_at: float = dataclasses.field(default_factory=time.monotonic, compare=False)
+    settled: bool = dataclasses.field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if time.time() - self.mtime >= CLOCK_SKEW_MARGIN:
+            object.__setattr__(self, "settled", True)
 
     @classmethod
     def of(cls, result: RemoteStat) -> Version:
@@ -77,6 +91,7 @@ class FileData:
         # Whether `local_mtime` was set by a program (utimensat) rather than by a write.
         self.mtime_set = False
         self.cached_size = 0  # size counted in the store's LRU
+        self.kernel_cache_stale = False
 
     @property
     def size(self) -> int:
@@ -131,6 +146,8 @@ class FileData:
     def replace(self, content: bytes, version: Version) -> None:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, content, 0)
+        # The kernel may cache pages of the old content; the next open must drop them.
+        self.kernel_cache_stale = True
         self.loaded = True
         self.version = version
         self.dirty = False

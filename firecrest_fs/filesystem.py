@@ -9,7 +9,9 @@ on top. The concurrency contract is in `cache`, `files` and docs/design.md.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -226,16 +228,33 @@ class Filesystem:
         if version is None:
             return False
         if self._fresh(node):
-            return node.attr.size == version.size and node.attr.mtime == version.mtime
+            if (node.attr.size, node.attr.mtime) != (version.size, version.mtime):
+                return False
+            if version.settled or time.monotonic() - version.recorded_at < 1:
+                return True
+            return await self._same_checksum(node, data, version)
         result = await self.client.stat(self._path(node))
         node.set_attr(attr_from_stat(result, node.attr.target))
         if (result.size, result.mtime) != (version.size, version.mtime):
             return False
+        if version.ctime is not None and (result.ctime, result.ino) != (version.ctime, version.remote_ino):
+            return False
         if version.ctime is None:
             # Recorded from a listing, which has no ctime and inode: take them from now on.
-            data.version = Version.of(result)
-            return True
-        return (result.ctime, result.ino) == (version.ctime, version.remote_ino)
+            version = data.version = Version.of(result)
+        if not version.settled:
+            return await self._same_checksum(node, data, version)
+        return True
+
+    async def _same_checksum(self, node: Node, data: FileData, version: Version) -> bool:
+        """Compare the local copy with the server's SHA-256, for a version not settled yet."""
+        remote = await self.client.checksum(self._path(node))
+        if remote != hashlib.sha256(data.content()).hexdigest():
+            log.info("%r changed on the server within the second of its last change", node.path)
+            return False
+        if time.monotonic() - version.recorded_at >= 1:
+            data.version = dataclasses.replace(version, settled=True)
+        return True
 
     async def _fill(self, node: Node, data: FileData) -> None:
         path = self._path(node)

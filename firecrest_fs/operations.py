@@ -204,7 +204,11 @@ class Operations(Filesystem, pyfuse3.Operations):
                 raise
             handle = self._new_handle()
             self._handles[handle] = _Handle(node, flags)
-            return pyfuse3.FileInfo(fh=handle)
+            # The kernel keeps its cached pages of the file only while they are still right:
+            # a change of the same size within the same second leaves no trace in the attributes.
+            keep_cache = not data.kernel_cache_stale
+            data.kernel_cache_stale = False
+            return pyfuse3.FileInfo(fh=handle, keep_cache=keep_cache)
 
     async def read(self, fh, off, size):
         with _errors("read", fh):

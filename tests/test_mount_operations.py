@@ -832,3 +832,12 @@ def test_written_file_reread_downloads_nothing(served: Path, mnt: Path, server):
     server.reset_counters()
     assert (mnt / "f.bin").read_bytes() == content
     assert requests_to(server, DOWNLOAD) == 0
+
+
+def test_same_second_rewrite_detected(served: Path, mount_factory):
+    mount = mount_factory("dir_cache_ttl=1")
+    (mount.path / "g.txt").write_bytes(b"GGGG")
+    assert (mount.path / "g.txt").read_bytes() == b"GGGG"
+    (served / "g.txt").write_bytes(b"HHHH")  # same size, very likely the same second
+    time.sleep(1.5)  # past the listing TTL
+    assert (mount.path / "g.txt").read_bytes() == b"HHHH"
