@@ -3,7 +3,7 @@
 Every call has per-phase httpx timeouts and one overall deadline that covers its retries, so
 an operation on a dead server ends with `DeadlineExceededError` (EIO) within
 `Timeouts.deadline` seconds. Only requests that are safe to repeat are retried on their own;
-calls that change something and fail without a clear answer check their outcome first
+calls that change something and fail without a clear response check their outcome first
 (`_change`). Status codes become exceptions in one place, `errors.api_error_for`.
 """
 
@@ -52,7 +52,7 @@ class Timeouts:
     """Time bounds of one request, in seconds."""
 
     connect: float = 5.0
-    # Longer than the server's command timeout (5 s by default), which bounds its answers.
+    # Longer than the server's command timeout (5 s by default), which bounds its responses.
     read: float = 20.0
     write: float = 20.0
     pool: float = 5.0
@@ -65,7 +65,7 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried: attempts and exponential back-off in seconds."""
+    """The retry rule for transient failures: attempts and exponential back-off in seconds."""
 
     attempts: int = 6
     base_delay: float = 0.2
@@ -81,7 +81,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ListedEntry:
-    """One entry of an `ops/ls` answer, with its name decoded to bytes."""
+    """One entry of an `ops/ls` response, with its name decoded to bytes."""
 
     name: bytes
     type: str  # first letter of the mode string: "-", "d", "l", "p", "s", "c", "b"
@@ -122,7 +122,7 @@ class FileSystemInfo:
 
 @dataclass(frozen=True)
 class SystemInfo:
-    """What a mount needs from `GET /status/systems` about its system."""
+    """The part of `GET /status/systems` about one system that a mount needs."""
 
     name: str
     file_systems: list[FileSystemInfo]
@@ -192,7 +192,7 @@ class FirecrestClient:
         request_id = next(self._request_ids)
         url = self.base_url + route
         target = route + (f" path={params['path']!r}" if params and "path" in params else "")
-        shown = f"{method} {target}"
+        label = f"{method} {target}"
         refreshed = False
         attempt = 0
         deadline = trio.current_time() + self.timeouts.deadline
@@ -209,18 +209,18 @@ class FirecrestClient:
                     )
             except trio.TooSlowError:
                 raise DeadlineExceededError(
-                    f"request {request_id} {shown} got no answer within {self.timeouts.deadline:.0f} s"
+                    f"request {request_id} {label} got no response within {self.timeouts.deadline:.0f} s"
                 ) from None
             except httpx.HTTPError as exc:
-                failure = TransportError(f"request {request_id} {shown} failed: {type(exc).__name__}: {exc}")
+                failure = TransportError(f"request {request_id} {label} failed: {type(exc).__name__}: {exc}")
             else:
                 if response.status_code in ok:
                     if attempt > 1:
-                        log.info("request %d %s succeeded at attempt %d", request_id, shown, attempt)
+                        log.info("request %d %s succeeded at attempt %d", request_id, label, attempt)
                     return response
                 message = _error_message(response)
                 if _needs_new_token(response.status_code, message) and not refreshed and self.tokens.can_refresh:
-                    log.info("request %d %s: token rejected (%s), fetching a new one", request_id, shown, message)
+                    log.info("request %d %s: token rejected (%s), fetching a new one", request_id, label, message)
                     refreshed = True
                     await self.tokens.token(refresh=True)
                     attempt -= 1
@@ -230,18 +230,17 @@ class FirecrestClient:
 
             if not (idempotent and is_transient(failure)) or attempt >= self.retry.attempts:
                 if is_transient(failure):
-                    log.warning("request %d %s failed after %d attempt(s): %s", request_id, shown, attempt, failure)
+                    log.warning("request %d %s failed after %d attempt(s): %s", request_id, label, attempt, failure)
                 raise failure
             delay = self.retry.delay(attempt, retry_after)
             if trio.current_time() + delay >= deadline:
-                log.warning("request %d %s: no time left to retry: %s", request_id, shown, failure)
+                log.warning("request %d %s: no time left to retry: %s", request_id, label, failure)
                 raise failure
-            level = logging.DEBUG if attempt == 1 else logging.INFO if attempt == 2 else logging.WARNING
-            log.log(level, "request %d %s failed (attempt %d): %s; retrying in %.2f s",
-                    request_id, shown, attempt, failure, delay)
+            log.log(_retry_log_level(attempt), "request %d %s failed (attempt %d): %s; retrying in %.2f s",
+                    request_id, label, attempt, failure, delay)
             await trio.sleep(delay)
 
-    async def _change(self, send: Callable[[], Awaitable[T]], took_effect: Callable[[], Awaitable[bool]], what: str) -> T | None:
+    async def _change(self, send: Callable[[], Awaitable[T]], took_effect: Callable[[], Awaitable[bool]], description: str) -> T | None:
         """Send a request that changes something; after an unclear failure, check before resending.
 
         Returns what `send` returned, or None when the check found the change already made.
@@ -254,13 +253,13 @@ class FirecrestClient:
                 with trio.fail_at(deadline):
                     return await send()
             except trio.TooSlowError:
-                raise DeadlineExceededError(f"{what}: no answer within {self.timeouts.deadline:.0f} s") from None
+                raise DeadlineExceededError(f"{description}: no response within {self.timeouts.deadline:.0f} s") from None
             except (ServerError, TransportError, DeadlineExceededError) as exc:
                 failure: FirecrestError = exc
             try:
                 with trio.fail_at(deadline):
                     if await took_effect():
-                        log.info("%s: the request failed (%s) but its change was made", what, failure)
+                        log.info("%s: the request failed (%s) but its change was made", description, failure)
                         return None
             except trio.TooSlowError:
                 raise failure from None
@@ -269,10 +268,10 @@ class FirecrestClient:
                     raise
             delay = self.retry.delay(attempt, None)
             if attempt >= self.retry.attempts or trio.current_time() + delay >= deadline:
-                log.warning("%s failed after %d attempt(s): %s", what, attempt, failure)
+                log.warning("%s failed after %d attempt(s): %s", description, attempt, failure)
                 raise failure
-            log.log(logging.INFO if attempt < 3 else logging.WARNING,
-                    "%s failed (attempt %d): %s; retrying in %.2f s", what, attempt, failure, delay)
+            log.log(_retry_log_level(attempt), "%s failed (attempt %d): %s; retrying in %.2f s",
+                    description, attempt, failure, delay)
             await trio.sleep(delay)
 
     def _fs(self, op: str) -> str:
@@ -347,7 +346,7 @@ class FirecrestClient:
     async def upload(self, directory: bytes, name: bytes, data: bytes) -> None:
         """Write a whole file with `ops/upload`; repeating it writes the same bytes again."""
         if not data:
-            raise ValueError("ops/upload cannot create empty files: the server answers 408")
+            raise ValueError("ops/upload cannot create empty files: the server returns 408")
         params = {"path": names.to_wire(directory)}
         files = {"file": (names.to_wire(name), data, "application/octet-stream")}
         await self._send("POST", self._fs("ops/upload"), params=params, files=files, ok=(201, 204), idempotent=True)
@@ -469,6 +468,15 @@ class FirecrestClient:
         except FirecrestError as exc:
             # A finished job answers 500 ("already completing or completed"): nothing to cancel.
             log.info("cancelling job %s failed: %s", job_id, exc)
+
+
+def _retry_log_level(attempt: int) -> int:
+    """Return the log level of a retry: DEBUG for the first, INFO for the second, then WARNING."""
+    if attempt == 1:
+        return logging.DEBUG
+    if attempt == 2:
+        return logging.INFO
+    return logging.WARNING
 
 
 def _needs_new_token(status: int, message: str) -> bool:

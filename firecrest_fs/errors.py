@@ -17,7 +17,7 @@ The hierarchy::
     ├── JobFailedError             a transfer job ended without success -> EIO
     └── ConfigurationError         bad URL, missing credentials, unknown system
 
-Operations raise `FsError` with an explicit errno where the POSIX answer does not
+Operations raise `FsError` with an explicit errno where the POSIX error does not
 follow from a server status (ENOTEMPTY, EISDIR, EFBIG for a local limit, ...).
 """
 
@@ -33,7 +33,7 @@ class FirecrestError(Exception):
 
 
 class ApiError(FirecrestError):
-    """Raised when the server answers a request with an error status."""
+    """Raised when the server returns an error status for a request."""
 
     def __init__(self, status: int, message: str, *, method: str = "", url: str = ""):
         self.status = status
@@ -62,7 +62,7 @@ class AuthenticationError(ApiError):
 
 
 class AlreadyExistsError(ApiError):
-    """Raised on 400 whose message says "File exists"."""
+    """Raised on 400 whose message contains "File exists"."""
 
     errno = errno.EEXIST
 
@@ -92,7 +92,7 @@ class ServerError(ApiError):
 
 
 class TransportError(FirecrestError):
-    """Raised when no HTTP answer arrived: refused, reset or timed-out connections."""
+    """Raised when no HTTP response arrived: refused, reset or timed-out connections."""
 
     errno = errno.EIO
 

@@ -191,7 +191,7 @@ class InodeTable:
             self.release_if_unused(node)
 
     def release_if_unused(self, node: Node) -> None:
-        """Drop a node nobody refers to: no kernel reference and no open or cached data."""
+        """Drop a node that is not used: no kernel reference and no open or cached data."""
         if node.lookups > 0 or node is self.root:
             return
         if node.data is not None and not node.data.can_drop():

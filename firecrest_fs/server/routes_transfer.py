@@ -113,7 +113,7 @@ async def post_extract(
 # `GET /status/systems` reports `data_transfer: null`. A real server configured that way
 # returns 500 for both staging requests once the token and the system are checked,
 # because its data transfer dependency reads the missing setting, whatever the body.
-# NOTE: that 500's message is not known; this one says what is missing instead.
+# NOTE: that 500's message is not known; this one names what is missing instead.
 
 
 @router.post("/upload", status_code=201)
